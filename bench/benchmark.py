@@ -1,0 +1,408 @@
+"""One ``bench run``: a config object in, a run folder and an outcome out. The CLI only parses flags into
+:class:`BenchConfig` and renders what :func:`run_benchmark` reports through its :class:`~bench.runner.Observer`.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any
+
+import numpy as np
+
+from . import __version__, aio, errors
+from .apis import APIS
+from .client import Target
+from .preflight import PreflightError, ServerInfo, check_model, fetch_server_info
+from .records import RecordWriter
+from .results import (host_info, new_run_dir, read_json, redact_headers, scrub, utc_now_iso, write_json,
+                      write_summary)
+from .runner import LevelResult, LoadLevel, LoadPlan, Observer, RunAborted, Runner, make_session
+from .sim.process import SimProcess
+from .summary import summarize_level
+from .urls import env_proxy_for, is_loopback, normalize
+from .workload import LengthSpec, dataset_prompts, load_dataset, synthetic_prompts
+
+DEFAULT_OUTPUT_LEN = 128
+MAX_PROMPTS = 4096
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """The built-in simulated endpoint used when no ``--base-url`` is given."""
+
+    ttft_ms: float = 100.0
+    itl_ms: float = 20.0
+    itl_per_running_ms: float = 0.1
+    max_batch: int | None = 64
+    jitter: float = 0.1
+    model: str = "gpucap-sim"
+
+    def args(self) -> list[str]:
+        out = ["--model", self.model, "--ttft-ms", f"{self.ttft_ms:g}", "--itl-ms", f"{self.itl_ms:g}",
+               "--itl-per-running-ms", f"{self.itl_per_running_ms:g}", "--jitter", f"{self.jitter:g}"]
+        if self.max_batch:
+            out += ["--max-batch", str(self.max_batch)]
+        return out
+
+
+@dataclass(frozen=True)
+class TelemetryOptions:
+    enabled: bool = True
+    sample_interval_s: float = 0.5
+    gpus: tuple[int, ...] | None = None
+    server_pid: int | None = None
+    server_metrics_url: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    base_url: str | None = None
+    api: str = "openai-chat"
+    api_explicit: bool = False
+    model: str | None = None
+    api_key: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    stream: bool = True
+    continuous_usage: str = "auto"  # auto | on | off
+    ignore_eos: bool = False
+    min_tokens: int | None = None
+    levels: tuple[LoadLevel, ...] = (LoadLevel("c=1", 1), LoadLevel("c=10", 10), LoadLevel("c=100", 100))
+    num_requests: int | None = None
+    duration_s: float | None = None
+    warmup: int = 0
+    seed: int = 0
+    burstiness: float = 1.0
+    timeout_s: float = 600.0
+    input_len: LengthSpec = LengthSpec("fixed", 256)
+    output_len: LengthSpec | None = None
+    prefix_len: int = 0
+    dataset: Path | None = None
+    slo: dict[str, float] | None = None
+    out_dir: Path | None = None
+    results_dir: Path = Path("results")
+    label: str | None = None
+    hardware: str | None = None
+    fail_on_error_rate: float | None = None
+    sim: SimOptions = SimOptions()
+    telemetry: TelemetryOptions = TelemetryOptions()
+
+
+@dataclass
+class Outcome:
+    run_dir: Path | None
+    levels: list[dict[str, Any]]
+    exit_code: int
+    message: str | None = None
+
+
+def requests_for_level(level: LoadLevel, num_requests: int | None) -> int:
+    """Requests per level when neither ``--num-requests`` nor ``--duration`` is given: enough to fill the level
+    twice over (closed loop), or about 30 s of arrivals (open loop), never fewer than 10."""
+    if num_requests is not None:
+        return num_requests
+    if level.request_rate is None:
+        return max(10, 2 * (level.concurrency or 1))
+    if math.isinf(level.request_rate):
+        return max(10, 2 * (level.concurrency or 10))
+    return max(10, round(level.request_rate * 30))
+
+
+def api_key_for(config: BenchConfig) -> str | None:
+    if config.api_key:
+        return config.api_key
+    return os.environ.get(APIS[config.api].api_key_env) or None
+
+
+def _prompts(config: BenchConfig, n: int) -> list:
+    rng = np.random.default_rng(config.seed)
+    if config.dataset is not None:
+        return dataset_prompts(load_dataset(config.dataset), rng, n, config.output_len)
+    return synthetic_prompts(rng, n, config.input_len, config.output_len or LengthSpec("fixed", DEFAULT_OUTPUT_LEN),
+                             config.prefix_len)
+
+
+def describe_config(config: BenchConfig, target: Target | None, info: ServerInfo | None, simulated: bool,
+                    per_level: dict[str, int]) -> dict[str, Any]:
+    """``run.json``'s configuration part: everything needed to rerun or re-derive, and no secret."""
+    return {
+        "label": config.label,
+        "hardware": config.hardware,
+        "target": {
+            "base_url": target.base_url if target else config.base_url,
+            "url": target.url if target else None,
+            "api": config.api,
+            "model": target.model if target else config.model,
+            "stream": config.stream,
+            "continuous_usage_stats": target.continuous_usage if target else None,
+            "api_key_set": bool(api_key_for(config)),
+            "headers": redact_headers(config.headers),
+            "extra_body": config.extra_body,
+            "simulated": simulated,
+        },
+        "server": {
+            "version": info.version if info else None,
+            "models": info.models if info else None,
+            "owned_by": (info.owned_by.get(target.model.split("?")[0]) if info and target else None),
+            "max_model_len": (info.max_model_len.get(target.model.split("?")[0]) if info and target else None),
+        },
+        "load": {
+            "levels": [dict(asdict(lv), num_requests=per_level.get(lv.label)) for lv in config.levels],
+            "num_requests": config.num_requests,
+            "duration_s": config.duration_s,
+            "warmup": config.warmup,
+            "seed": config.seed,
+            "burstiness": config.burstiness,
+            "timeout_s": config.timeout_s,
+        },
+        "workload": {
+            "dataset": str(config.dataset) if config.dataset else None,
+            "input_len": str(config.input_len) if config.dataset is None else None,
+            "output_len": str(config.output_len) if config.output_len else
+            (None if config.dataset else str(DEFAULT_OUTPUT_LEN)),
+            "prefix_len": config.prefix_len,
+            "ignore_eos": config.ignore_eos,
+            "min_tokens": config.min_tokens,
+        },
+        "slo": config.slo,
+        "fail_on_error_rate": config.fail_on_error_rate,
+        "sim": asdict(config.sim) if simulated else None,
+    }
+
+
+class _Telemetry:
+    """Starts the sampler when the telemetry package is importable; otherwise does nothing, saying so once."""
+
+    def __init__(self, config: BenchConfig, run_dir: Path, runner: Runner, target: Target,
+                 server_pid: int | None, observer: Observer):
+        self.sampler = None
+        self.path = run_dir / "samples.csv"
+        opts = config.telemetry
+        if not opts.enabled:
+            return
+        try:
+            from .telemetry import Sampler, TelemetryConfig
+        except ImportError as e:  # pragma: no cover - the package ships with bench
+            observer.note(f"telemetry skipped: {e}")
+            return
+        url = normalize(target.base_url)
+        metrics_url = opts.server_metrics_url
+        auto = False
+        if metrics_url is None and is_loopback(target.base_url):
+            metrics_url, auto = url.server_root + "/metrics", True
+        port = None
+        if server_pid is None and opts.server_pid is None and is_loopback(target.base_url):
+            from urllib.parse import urlsplit
+            port = urlsplit(target.base_url).port
+        tconf = TelemetryConfig(sample_interval_s=opts.sample_interval_s, gpus=opts.gpus,
+                                server_pid=opts.server_pid or server_pid, server_port=port,
+                                server_metrics_url=metrics_url, server_metrics_auto=auto)
+        self.sampler = Sampler(tconf, self.path, client_probe=runner.probe, note=observer.note)
+
+    def __enter__(self):
+        if self.sampler is not None:
+            self.sampler.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.sampler is not None:
+            self.sampler.stop()
+
+    def summarize(self, phases: list[tuple[str, int, int]]) -> dict[str, dict]:
+        if self.sampler is None or not self.path.exists():
+            return {}
+        from .telemetry import summarize_samples
+        return summarize_samples(self.path, phases)
+
+
+def level_entry(result: LevelResult, slo: dict[str, float] | None) -> dict[str, Any]:
+    level = result.level
+    entry = summarize_level(level.label, result.records, concurrency=level.concurrency,
+                            request_rate=level.request_rate, slo=slo)
+    entry["client"] = result.client
+    return entry
+
+
+async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Outcome:
+    sim = None
+    simulated = config.base_url is None
+    server_pid = None
+    try:
+        if simulated:
+            sim = SimProcess(config.sim.args(), cpu=_sim_cpu())
+            base = await asyncio.get_running_loop().run_in_executor(None, sim.start)
+            server_pid = sim.pid
+            observer.note(f"Started the built-in simulated endpoint at {base} (pid {sim.pid}); "
+                          "no --base-url was given, so nothing real is measured")
+        else:
+            base = config.base_url
+        url = normalize(base)
+        api = config.api
+        if url.implied_api and not config.api_explicit and url.implied_api != api:
+            api = url.implied_api
+            observer.note(f"--api {api} (implied by the URL's path)")
+        config = replace(config, api=api)
+        key = api_key_for(config)
+        secrets = [key] if key else []
+        extra_body = dict(config.extra_body)
+        if config.ignore_eos:
+            extra_body.setdefault("ignore_eos", True)
+        if config.min_tokens is not None:
+            extra_body.setdefault("min_tokens", config.min_tokens)
+        per_level = {lv.label: (requests_for_level(lv, config.num_requests) if config.duration_s is None else None)
+                     for lv in config.levels}
+        async with make_session(max((lv.concurrency or 1) for lv in config.levels), config.timeout_s) as session:
+            probe_target = Target(url.base, APIS[api], config.model or "", api_key=key, extra_headers=config.headers,
+                                  proxy=env_proxy_for(url.base))
+            info = await fetch_server_info(session, url.base, url.server_root, probe_target.headers(),
+                                           proxy=probe_target.proxy)
+            if info.auth_failed:
+                return Outcome(None, [], 1, scrub(f"{errors.sentence(errors.AUTH)}: {info.auth_failed}", secrets))
+            model = check_model(config.model, info)
+            if config.model is None:
+                observer.note(f"--model {model} (the first model the server lists)")
+            cont = config.continuous_usage == "on" or (
+                config.continuous_usage == "auto" and (simulated or _looks_like_vllm(info, model)))
+            target = Target(url.base, APIS[api], model, stream=config.stream, api_key=key,
+                            extra_headers=config.headers, extra_body=extra_body, continuous_usage=cont,
+                            proxy=env_proxy_for(url.base))
+            observer.note(f"Target: {target.url}  model={model}  api={api}"
+                          + (f"  server={info.version}" if info.version else ""))
+            n_prompts = min(MAX_PROMPTS, max(per_level.values()) + config.warmup) if config.duration_s is None \
+                else MAX_PROMPTS
+            prompts = _prompts(config, n_prompts)
+            run_dir = config.out_dir or new_run_dir(config.results_dir, config.label or
+                                                    ("sim" if simulated else f"{model}_{api}"))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run_info = {
+                "tool": {"name": "gpucap", "version": __version__},
+                "started_at": utc_now_iso(),
+                "started_monotonic_ns": perf_counter_ns(),
+                "host": host_info(),
+                "status": "running",
+                **describe_config(config, target, info, simulated, per_level),
+                "phases": [],
+            }
+            write_json(run_dir / "run.json", run_info)
+            observer.note(f"Writing results to {run_dir}")
+            writer = RecordWriter(run_dir / "requests.jsonl")
+            results: list[LevelResult] = []
+            outcome_code, message = 0, None
+            levels_planned = tuple(replace(lv, num_requests=per_level[lv.label]) for lv in config.levels)
+            plan = LoadPlan(levels=levels_planned, prompts=tuple(prompts), duration_s=config.duration_s,
+                            warmup=config.warmup, seed=config.seed, burstiness=config.burstiness,
+                            timeout_s=config.timeout_s, prefix_len=config.prefix_len)
+            runner = Runner(target, plan, _ScrubbingWriter(writer, secrets), observer,
+                            run_id=run_dir.name[:15])
+            runner_box.append(runner)
+            try:
+                with _Telemetry(config, run_dir, runner, target, server_pid, observer) as telemetry:
+                    try:
+                        results = await runner.run(session)
+                    except RunAborted as e:
+                        results = runner.results
+                        outcome_code = 1
+                        message = scrub(f"Stopped: {e}. Nothing more was sent, so a bad key or an empty balance "
+                                        "does not get this client blocked.", secrets)
+            finally:
+                writer.close()
+            phases = [(r.level.label, r.start_ns, r.end_ns) for r in results]
+            tele = telemetry.summarize(phases)
+            levels = []
+            for r in results:
+                entry = level_entry(r, config.slo)
+                if r.level.label in tele:
+                    entry["telemetry"] = tele[r.level.label]
+                levels.append(entry)
+            run_info["phases"] = [{"label": r.level.label, "start_ns": r.start_ns, "end_ns": r.end_ns,
+                                   "client": r.client} for r in results]
+            run_info["status"] = ("aborted" if outcome_code else
+                                  "interrupted" if runner.state.stopping else "completed")
+            run_info["finished_at"] = utc_now_iso()
+            write_json(run_dir / "run.json", run_info)
+            write_summary(run_dir, levels, {"run_dir": str(run_dir), "model": model, "api": api,
+                                            "base_url": target.base_url, "simulated": simulated})
+            if runner.state.stopping and outcome_code == 0:
+                outcome_code = 130
+                message = "Interrupted: the records measured so far and their summary are saved."
+            if outcome_code == 0 and config.fail_on_error_rate is not None:
+                worst = max((lv["error_rate"] or 0.0) for lv in levels) if levels else 0.0
+                if worst > config.fail_on_error_rate:
+                    outcome_code = 3
+                    message = (f"error rate {worst:.1%} exceeded --fail-on-error-rate "
+                               f"{config.fail_on_error_rate:g}")
+            return Outcome(run_dir, levels, outcome_code, message)
+    finally:
+        if sim is not None:
+            sim.stop()
+
+
+class _ScrubbingWriter:
+    """Removes the API key from error texts before a record reaches the disk."""
+
+    def __init__(self, writer: RecordWriter, secrets: list[str]):
+        self.writer = writer
+        self.secrets = secrets
+
+    def write(self, record) -> None:
+        if self.secrets and record.error:
+            record.error = scrub(record.error, self.secrets)
+        self.writer.write(record)
+
+
+def _looks_like_vllm(info: ServerInfo, model: str) -> bool:
+    owner = (info.owned_by.get(model.split("?")[0]) or "").lower()
+    return owner in ("vllm", "sglang") or (info.version is not None and info.version[:1].isdigit())
+
+
+def _sim_cpu() -> int | None:
+    """Pin the simulated endpoint to the last CPU when there are two or more, leaving the first to the client."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+    return cpus[-1] if len(cpus) >= 2 else None
+
+
+def run_benchmark(config: BenchConfig, observer: Observer) -> Outcome:
+    """Run the benchmark on a fresh event loop. First Ctrl-C: no new requests, finish in-flight ones, save.
+    Second Ctrl-C: cancel in-flight requests (kept as ``cancelled`` records), save, stop."""
+    runner_box: list[Runner] = []
+    presses = [0]
+
+    def on_sigint() -> None:
+        presses[0] += 1
+        if not runner_box:
+            raise KeyboardInterrupt
+        if presses[0] == 1:
+            observer.note("Ctrl-C: sending nothing new, waiting for requests in flight (Ctrl-C again to stop now)")
+            runner_box[0].request_stop()
+        else:
+            runner_box[0].cancel_in_flight()
+
+    async def main() -> Outcome:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        except (NotImplementedError, RuntimeError):
+            pass
+        try:
+            return await _run(config, observer, runner_box)
+        except PreflightError as e:
+            return Outcome(None, [], 1, str(e))
+        finally:
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+            except (NotImplementedError, RuntimeError):
+                pass
+
+    return aio.run(main())
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    return read_json(run_dir / "run.json")

@@ -1,0 +1,361 @@
+"""Drive load levels against a target and append a record for every request as it completes.
+
+A level is either closed-loop (``concurrency`` workers, each sending its next request as soon as its previous one
+ends) or open-loop (``request_rate``: sends at precomputed absolute times, optionally capped at ``concurrency`` in
+flight). A level sends ``warmup + num_requests`` requests, or keeps sending until ``duration_s`` has passed.
+
+The client watches itself: an event-loop lag probe wakes every ``LAG_PROBE_S`` and records how late it woke, and
+every request keeps its scheduled and actual send time. A level whose client lagged is flagged (``client.lagged``).
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+from collections import deque
+import resource
+from dataclasses import dataclass, field
+from time import perf_counter_ns
+from typing import Protocol
+
+import aiohttp
+import numpy as np
+
+from . import errors
+from .apis import PromptSpec
+from .client import RawResponse, Target, finish, send
+from .records import RecordWriter, RequestRecord
+from .schedule import arrival_offsets_s
+from .stats import describe
+from .workload import salt_for_level
+
+LAG_PROBE_S = 0.005
+#: a level is flagged when the client's p99 event-loop lag or p99 send delay exceeds this (milliseconds)
+LAG_FLAG_MS = 5.0
+
+
+@dataclass(frozen=True)
+class LoadLevel:
+    label: str
+    concurrency: int | None  # closed-loop workers, or the in-flight cap of an open-loop level (None = no cap)
+    request_rate: float | None = None  # requests/s (inf = all at once); None = closed loop
+    num_requests: int | None = None  # measured requests of this level (unused when the plan has a duration)
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    levels: tuple[LoadLevel, ...]
+    prompts: tuple[PromptSpec, ...]
+    duration_s: float | None = None
+    warmup: int = 0
+    seed: int = 0
+    burstiness: float = 1.0
+    timeout_s: float = 600.0
+    prefix_len: int = 0
+
+
+@dataclass
+class LevelResult:
+    level: LoadLevel
+    records: list[RequestRecord]
+    start_ns: int
+    end_ns: int
+    loop_lag_ms: list[float]
+    client: dict
+
+
+class Observer(Protocol):
+    def level_started(self, level: LoadLevel, total: int | None) -> None: ...
+    def request_done(self, record: RequestRecord) -> None: ...
+    def level_finished(self, result: LevelResult) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class NullObserver:
+    def level_started(self, level, total): pass
+    def request_done(self, record): pass
+    def level_finished(self, result): pass
+    def note(self, message): pass
+
+
+class RunAborted(Exception):
+    """The run stopped because every request so far failed for a reason that will not go away (auth, balance...)."""
+
+    def __init__(self, record: RequestRecord):
+        self.record = record
+        super().__init__(f"{errors.sentence(record.error_class)}: {record.error}")
+
+
+@dataclass
+class RunState:
+    """Shared, read-mostly state; the telemetry thread reads ``phase`` and ``in_flight``."""
+
+    phase: str = ""
+    in_flight: int = 0
+    last_lag_ms: float = 0.0
+    any_success: bool = False
+    stopping: bool = False  # first Ctrl-C: send nothing new, let in-flight requests finish
+    abort: RequestRecord | None = None
+    tasks: set = field(default_factory=set)
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise the soft open-files limit to at least ``needed`` (bounded by the hard limit); returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    return soft
+
+
+def make_session(max_concurrency: int, timeout_s: float) -> aiohttp.ClientSession:
+    """One long-lived session: no connection limit, a 1 MiB read buffer so long outputs are never throttled."""
+    raise_fd_limit(max_concurrency * 2 + 256)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=False)
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(30.0, timeout_s))
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, read_bufsize=1 << 20,
+                                 auto_decompress=True, trust_env=False)
+
+
+class Runner:
+    def __init__(self, target: Target, plan: LoadPlan, writer: "RecordWriter | None",
+                 observer: Observer | None = None, run_id: str = "r"):
+        self.target = target
+        self.plan = plan
+        self.writer = writer
+        self.observer = observer or NullObserver()
+        self.state = RunState()
+        self.run_id = run_id
+        self._seq = itertools.count()
+        self._lags: list[float] = []
+        self._headers = target.headers()
+        self._stop_event = asyncio.Event()
+        self.results: list[LevelResult] = []
+
+    async def _sleep_unless_stopped(self, delay_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), timeout=delay_s)
+        except asyncio.TimeoutError:
+            pass
+
+    def probe(self) -> dict:
+        """Called from the telemetry thread: a snapshot of what the client is doing."""
+        return {"phase": self.state.phase, "in_flight": self.state.in_flight, "loop_lag_ms": self.state.last_lag_ms}
+
+    def request_stop(self) -> None:
+        self.state.stopping = True
+        self._stop_event.set()
+
+    def cancel_in_flight(self) -> None:
+        self.request_stop()
+        for task in list(self.state.tasks):
+            task.cancel()
+
+    async def run(self, session: aiohttp.ClientSession) -> list[LevelResult]:
+        """Run every level in turn; ``self.results`` keeps the finished ones if this raises :class:`RunAborted`."""
+        for index, level in enumerate(self.plan.levels):
+            if self.state.stopping:
+                break
+            self.results.append(await self.run_level(session, index, level))
+            if self.state.abort is not None:
+                raise RunAborted(self.state.abort)
+        return self.results
+
+    async def _lag_probe(self) -> None:
+        interval_ns = int(LAG_PROBE_S * 1e9)
+        while True:
+            before = perf_counter_ns()
+            await asyncio.sleep(LAG_PROBE_S)
+            lag_ms = max(0.0, (perf_counter_ns() - before - interval_ns) / 1e6)
+            self.state.last_lag_ms = lag_ms
+            self._lags.append(lag_ms)
+
+    async def run_level(self, session: aiohttp.ClientSession, index: int, level: LoadLevel) -> LevelResult:
+        plan = self.plan
+        prompts = [salt_for_level(p, index, plan.prefix_len) for p in plan.prompts]
+        bodies = [self.target.body_bytes(p) for p in prompts]  # built before the clock starts
+        total = None if plan.duration_s is not None else plan.warmup + (level.num_requests or 0)
+        records: list[RequestRecord] = []
+        self._lags = []
+        self.state.phase = level.label
+        self.observer.level_started(level, total)
+        # objects alive now (prompts, bodies, earlier records) never become garbage during the level: moving them out
+        # of the collector's reach keeps its full collections short, so they do not stall timestamps
+        gc.collect()
+        gc.freeze()
+        lag_task = asyncio.create_task(self._lag_probe())
+        self._finisher = Finisher(self)
+        start_ns = perf_counter_ns()
+        deadline_ns = start_ns + int(plan.duration_s * 1e9) if plan.duration_s is not None else None
+        try:
+            if level.request_rate is None:
+                await self._closed_loop(session, index, level, prompts, bodies, records, total, deadline_ns)
+            else:
+                await self._open_loop(session, index, level, prompts, bodies, records, total, deadline_ns, start_ns)
+        finally:
+            end_ns = perf_counter_ns()
+            await self._finisher.close()
+            lag_task.cancel()
+        result = LevelResult(level, records, start_ns, end_ns, list(self._lags), self._client_health(records))
+        self.observer.level_finished(result)
+        return result
+
+    def _client_health(self, records: list[RequestRecord]) -> dict:
+        lag = describe(self._lags)
+        # from when a request was due (a free worker, or its scheduled arrival) to when its bytes left
+        send_delay = describe(((r.written_ns or r.send_ns) - r.scheduled_ns) / 1e6 for r in records
+                              if r.scheduled_ns is not None and not r.warmup)
+        reasons = []
+        if lag and lag["p99"] > LAG_FLAG_MS:
+            reasons.append(f"event-loop lag p99 {lag['p99']:.1f} ms > {LAG_FLAG_MS:g} ms")
+        if send_delay and send_delay["p99"] > LAG_FLAG_MS:
+            reasons.append(f"send delay p99 {send_delay['p99']:.1f} ms > {LAG_FLAG_MS:g} ms")
+        return {"loop_lag_ms": lag, "send_delay_ms": send_delay, "lagged": bool(reasons),
+                "lag_reason": "; ".join(reasons) or None}
+
+    def _new_record(self, index: int, level: LoadLevel, prompt: PromptSpec, n: int,
+                    scheduled_ns: int | None) -> RequestRecord:
+        return RequestRecord(
+            request_id=f"{self.run_id}-{next(self._seq)}", phase=level.label, level_index=index,
+            prompt_index=prompt.index, warmup=n < self.plan.warmup, api=self.target.api.name,
+            stream=self.target.stream, input_len_requested=prompt.input_len, output_len_requested=prompt.output_len,
+            scheduled_ns=scheduled_ns, send_ns=0)
+
+    async def _one(self, session, record: RequestRecord, body: bytes, records: list[RequestRecord]) -> None:
+        headers = dict(self._headers)
+        headers["X-Request-Id"] = record.request_id
+        self.state.in_flight += 1
+        try:
+            raw = await send(session, self.target, body, headers, record)
+        except asyncio.CancelledError:
+            self._complete(record, records)  # finished as 'cancelled' with what had arrived
+            raise
+        finally:
+            self.state.in_flight -= 1
+        self._finisher.put(record, raw, records)
+
+    def _complete(self, record: RequestRecord, records: list[RequestRecord]) -> None:
+        records.append(record)
+        if self.writer is not None:
+            self.writer.write(record)
+        self.observer.request_done(record)
+        if record.error_class is None:
+            self.state.any_success = True
+        elif record.error_class in errors.FATAL and not self.state.any_success and self.state.abort is None:
+            self.state.abort = record
+            self.cancel_in_flight()
+
+    def _more(self, n: int, total: int | None, deadline_ns: int | None) -> bool:
+        if self.state.stopping:
+            return False
+        if deadline_ns is not None:
+            return perf_counter_ns() < deadline_ns or n < self.plan.warmup
+        return n < (total or 0)
+
+    async def _closed_loop(self, session, index, level, prompts, bodies, records, total, deadline_ns) -> None:
+        counter = itertools.count()
+
+        async def worker() -> None:
+            while True:
+                scheduled = perf_counter_ns()
+                n = next(counter)
+                if not self._more(n, total, deadline_ns):
+                    return
+                k = n % len(prompts)
+                await self._one(session, self._new_record(index, level, prompts[k], n, scheduled), bodies[k], records)
+
+        await self._gather([worker() for _ in range(level.concurrency or 1)])
+
+    async def _open_loop(self, session, index, level, prompts, bodies, records, total, deadline_ns,
+                         start_ns) -> None:
+        rng = np.random.default_rng(self.plan.seed + index)
+        if total is not None:
+            n_planned = total
+        else:  # duration mode: plan generously past the deadline; sending stops at the deadline
+            n_planned = self.plan.warmup + int(level.request_rate * self.plan.duration_s * 1.5) + 100
+        offsets = arrival_offsets_s(rng, n_planned, level.request_rate, self.plan.burstiness)
+        cap = asyncio.Semaphore(level.concurrency) if level.concurrency else None
+        pending: set[asyncio.Task] = set()
+
+        async def capped(record, body):
+            try:
+                await self._one(session, record, body, records)
+            finally:
+                cap.release()
+
+        for n, offset in enumerate(offsets):
+            scheduled = start_ns + int(offset * 1e9)
+            if not self._more(n, total, deadline_ns) or (deadline_ns is not None and scheduled >= deadline_ns
+                                                         and n >= self.plan.warmup):
+                break
+            delay = (scheduled - perf_counter_ns()) / 1e9
+            if delay > 0:
+                await self._sleep_unless_stopped(delay)
+            if cap is not None:
+                await cap.acquire()
+            if self.state.stopping:
+                if cap is not None:
+                    cap.release()
+                break
+            k = n % len(prompts)
+            record = self._new_record(index, level, prompts[k], n, scheduled)
+            coro = capped(record, bodies[k]) if cap is not None else self._one(session, record, bodies[k], records)
+            task = asyncio.create_task(coro)
+            pending.add(task)
+            self.state.tasks.add(task)
+            task.add_done_callback(pending.discard)
+            task.add_done_callback(self.state.tasks.discard)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _gather(self, coros) -> None:
+        tasks = [asyncio.create_task(c) for c in coros]
+        self.state.tasks.update(tasks)
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self.state.tasks.difference_update(tasks)
+
+
+class Finisher:
+    """Reads finished responses into records off the hot path, one per event-loop turn.
+
+    Parsing a response costs a few microseconds per event. Done inline, the parses of many requests ending together
+    (common in closed loops) would delay the sends and reads of all the others; queued here, at most one parse runs
+    between two turns of the loop, and a worker sends its next request at once.
+    """
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self.queue: deque[tuple[RequestRecord, RawResponse, list[RequestRecord]]] = deque()
+        self.wake = asyncio.Event()
+        self.task = asyncio.create_task(self._loop())
+
+    def put(self, record: RequestRecord, raw: RawResponse, records: list[RequestRecord]) -> None:
+        self.queue.append((record, raw, records))
+        self.wake.set()
+
+    def _step(self) -> None:
+        record, raw, records = self.queue.popleft()
+        finish(record, raw, self.runner.target.api)
+        self.runner._complete(record, records)
+
+    async def _loop(self) -> None:
+        while True:
+            if not self.queue:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            self._step()
+            await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        """Finish everything queued, then stop."""
+        self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+        while self.queue:
+            self._step()

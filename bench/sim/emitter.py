@@ -1,0 +1,138 @@
+"""One timer for every open stream: wake at the earliest due event, write every event that is due, sleep again.
+
+A task per stream sleeping between tokens costs a timer, a task switch and aiohttp's writer per token; at
+hundreds of streams that makes the simulator itself the slowest part of a client benchmark. Here a due event costs
+one formatted chunk and one ``transport.write``. Events due within ``BATCH_NS`` of each other go out in the same
+turn (each still timestamped at its own write).
+
+HTTP framing: the response headers were sent by aiohttp (``prepare``); data chunks are framed here
+(``<hex length>\\r\\n<data>\\r\\n``) and aiohttp writes the final ``0\\r\\n\\r\\n`` in ``write_eof``.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from time import perf_counter_ns
+from typing import Any, Callable
+
+from .truth import TruthRecord
+
+BATCH_NS = 100_000  # 0.1 ms
+
+
+@dataclass(eq=False)
+class Stream:
+    fmt: Any
+    events: list[tuple[str, str, int]]  # (kind, text, tokens) per event
+    truth: TruthRecord
+    transport: asyncio.Transport
+    step_ns: Callable[[], int]  # time from one event to the next, asked at each event
+    finish_reason: str
+    due_ns: int
+    fault_kind: str | None = None
+    fault_at_tokens: int | None = None
+    start: bytes = b""
+    index: int = 0
+    sent_tokens: int = 0
+    outcome: str = "ok"  # ok | cut | malformed | stream_error | disconnected
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def frame(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class Emitter:
+    def __init__(self, on_tokens: Callable[[int], None] | None = None):
+        self._heap: list[tuple[int, int, Stream]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0
+        self._on_tokens = on_tokens
+
+    def add(self, stream: Stream) -> None:
+        heapq.heappush(self._heap, (stream.due_ns, next(self._seq), stream))
+        self._arm()
+
+    def _arm(self) -> None:
+        if not self._heap:
+            return
+        due = self._heap[0][0]
+        if self._timer is not None:
+            if self._timer_due <= due:
+                return
+            self._timer.cancel()
+        # event-loop timers tick in whole milliseconds (uvloop rounds, so a short timer can fire early): round the
+        # delay up, so a wake-up is never early (and so never a busy loop), at most 1 ms late
+        delay_s = max(0.0, math.ceil((due - perf_counter_ns()) / 1e6) / 1e3)
+        self._timer_due = due
+        self._timer = asyncio.get_running_loop().call_later(delay_s, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        heap = self._heap
+        now = perf_counter_ns()
+        horizon = now + BATCH_NS
+        while heap and heap[0][0] <= horizon:
+            _, _, stream = heapq.heappop(heap)
+            if self._emit(stream, perf_counter_ns()):
+                heapq.heappush(heap, (stream.due_ns, next(self._seq), stream))
+        self._arm()
+
+    def _emit(self, s: Stream, now: int) -> bool:
+        """Write every event of ``s`` that is due; True while the stream has more to send."""
+        if s.transport.is_closing():
+            s.outcome = "disconnected"
+            s.truth.output_tokens = s.sent_tokens
+            _resolve(s)
+            return False
+        parts = [s.start] if s.start else []
+        s.start = b""
+        first = s.index
+        events = s.events
+        fault_at = s.fault_at_tokens
+        while s.index < len(events) and s.due_ns <= now + BATCH_NS:
+            kind, text, n = events[s.index]
+            s.sent_tokens += n
+            parts.append(s.fmt.token(text, kind, s.sent_tokens))
+            s.index += 1
+            s.due_ns += s.step_ns()
+            if fault_at is not None and s.sent_tokens >= fault_at:
+                break
+        emit = perf_counter_ns()
+        s.transport.write(frame(b"".join(parts)))
+        emitted = s.index - first
+        s.truth.emit_ns.extend([emit] * emitted)
+        s.truth.tokens.extend(events[j][2] for j in range(first, s.index))
+        if self._on_tokens is not None:
+            self._on_tokens(sum(events[j][2] for j in range(first, s.index)))
+        if fault_at is not None and s.sent_tokens >= fault_at:
+            self._fault(s)
+            return False
+        if s.index >= len(events):
+            s.transport.write(frame(s.fmt.end(s.finish_reason, s.sent_tokens)))
+            s.truth.output_tokens = s.sent_tokens
+            _resolve(s)
+            return False
+        return True
+
+    def _fault(self, s: Stream) -> None:
+        s.truth.output_tokens = s.sent_tokens
+        s.outcome = s.fault_kind or "ok"
+        if s.fault_kind == "cut":
+            # close without the chunked terminator: the client sees the stream end early
+            s.transport.close()
+        elif s.fault_kind == "malformed":
+            s.transport.write(frame(b'data: {"id": "broken", "choices": [{"delta": {"content": "x"\n\n'))
+        elif s.fault_kind == "stream_error":
+            s.transport.write(frame(s.fmt.stream_error("simulated failure during generation")))
+        _resolve(s)
+
+
+def _resolve(s: Stream) -> None:
+    if not s.done.done():
+        s.done.set_result(s.outcome)

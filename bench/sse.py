@@ -1,0 +1,111 @@
+"""Server-sent events: turn timestamped raw reads into timestamped events.
+
+The client's hot path only records ``(arrival_ns, bytes)`` for every read of the response body; this module runs
+afterwards and splits those bytes into SSE events (https://html.spec.whatwg.org/multipage/server-sent-events.html).
+
+An event's arrival time is the arrival time of the read that *completed* it (the read holding its terminating blank
+line): that is the moment the client could first have acted on it.
+
+Handled here: events split across reads (even in the middle of a ``\\r\\n``), ``\\n``, ``\\r\\n`` and ``\\r`` line
+endings, multi-line ``data:`` (joined with ``\\n``), comment lines (``: keep-alive``), ``event:`` names, a single
+optional space after the colon, and a final event not followed by a blank line (kept, flagged ``complete=False``).
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+
+@dataclass
+class Events:
+    """The events of one response, as parallel lists (cheaper than an object per event).
+
+    ``names[i]`` is the ``event:`` field (None when absent), ``data[i]`` the joined ``data:`` lines.
+    ``complete_last`` is False when the stream ended without the blank line closing its last event.
+    """
+
+    arrival_ns: list[int] = field(default_factory=list)
+    names: list[str | None] = field(default_factory=list)
+    data: list[bytes] = field(default_factory=list)
+    complete_last: bool = True
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def add(self, arrival_ns: int, name: str | None, data: bytes) -> None:
+        self.arrival_ns.append(arrival_ns)
+        self.names.append(name)
+        self.data.append(data)
+
+
+def _parse_block(block: bytes) -> tuple[str | None, bytes] | None:
+    """Parse one event block (lines without the blank terminator). Returns None for comment-only blocks."""
+    if block[:6] == b"data: " and b"\n" not in block:
+        return None, block[6:]  # the common case: one data line, nothing else
+    event: str | None = None
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if not line or line[:1] == b":":
+            continue  # ':' starts a comment (keep-alive)
+        name, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            data.append(value)
+        elif name == b"event":
+            event = value.decode("utf-8", "replace")
+        # 'id' and 'retry' are irrelevant for benchmarking; unknown fields are ignored per the spec
+    if not data and event is None:
+        return None
+    return event, b"\n".join(data)
+
+
+def split_events(reads_ns: list[int], reads: list[bytes]) -> Events:
+    """The events carried by ``reads`` (raw byte chunks in arrival order, ``reads_ns`` their arrival times)."""
+    buf = b"".join(reads)
+    if b"\r" in buf:
+        return _split_incremental(reads_ns, reads)
+    out = Events()
+    blocks = buf.split(b"\n\n")
+    tail = blocks.pop()
+    ends = list(accumulate(map(len, reads)))  # ends[i] = bytes received up to and including read i
+    pos = 0
+    add = out.add
+    for block in blocks:
+        pos += len(block) + 2  # just past this event's terminating blank line
+        parsed = _parse_block(block)
+        if parsed is not None:
+            add(reads_ns[bisect_left(ends, pos)], parsed[0], parsed[1])
+    if tail.strip(b"\n"):
+        parsed = _parse_block(tail.strip(b"\n"))
+        if parsed is not None:
+            add(reads_ns[-1], parsed[0], parsed[1])
+            out.complete_last = False
+    return out
+
+
+def _split_incremental(reads_ns: list[int], reads: list[bytes]) -> Events:
+    """The general path, for streams using '\\r\\n' or '\\r' line endings (normalised read by read)."""
+    out = Events()
+    pending = b""
+    for arrival_ns, chunk in zip(reads_ns, reads):
+        buf = pending + chunk if pending else chunk
+        # a '\r' at the very end may be the first half of '\r\n' split across reads: hold it back
+        hold = buf.endswith(b"\r")
+        if hold:
+            buf = buf[:-1]
+        buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        parts = buf.split(b"\n\n")
+        pending = parts.pop() + (b"\r" if hold else b"")
+        for block in parts:
+            parsed = _parse_block(block)
+            if parsed is not None:
+                out.add(arrival_ns, parsed[0], parsed[1])
+    tail = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")
+    if tail:
+        parsed = _parse_block(tail)
+        if parsed is not None:
+            out.add(reads_ns[-1], parsed[0], parsed[1])
+            out.complete_last = False
+    return out
