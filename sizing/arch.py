@@ -90,6 +90,19 @@ def _released_dtype(config: dict[str, Any]) -> str:
     return _DTYPES.get(str(config.get("torch_dtype", "bfloat16")).lower(), "bf16")
 
 
+def _scaled_context(config: dict[str, Any], max_position: int) -> int:
+    """vLLM's derived max model length: YaRN gives original_max_position_embeddings x factor; other scalings
+    (linear, dynamic) multiply max_position_embeddings; llama3/longrope are already in max_position_embeddings."""
+    scaling = config.get("rope_scaling") or {}
+    kind = str(scaling.get("rope_type", scaling.get("type", ""))).lower()
+    factor = scaling.get("factor")
+    if not kind or not factor or kind in ("su", "longrope", "llama3", "default", "mrope"):
+        return max_position
+    if kind == "yarn":
+        return int(int(scaling.get("original_max_position_embeddings") or max_position) * float(factor))
+    return int(max_position * float(factor))
+
+
 def arch_from_config(raw: dict[str, Any], where: str = "config.json") -> ModelArch:
     """Parse config.json keys into a ModelArch; `where` names the file in error messages.
 
@@ -108,6 +121,7 @@ def arch_from_config(raw: dict[str, Any], where: str = "config.json") -> ModelAr
     if not max_ctx:
         raise SizingError("--model", f"--model: {where} has no 'max_position_embeddings', so the context limit is "
                                      f"unknown; add it to the config.json.")
+    max_ctx = _scaled_context(config, int(max_ctx))
 
     mla = None
     if config.get("kv_lora_rank"):

@@ -8,6 +8,7 @@ Memory rules (per GPU):
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -35,6 +36,7 @@ class Engine:
     tp_across_nodes: bool
     pipeline_overlap: bool
     layer_split_only: bool
+    supports_dp: bool                  # data-parallel replicas behind one server (vLLM --data-parallel-size)
     factors_key: str                   # whose fitted speed factors apply (SGLang uses vLLM's)
     launch: str                        # vllm | llama.cpp | ''
     sources: tuple[str, ...]
@@ -91,6 +93,7 @@ def load_engines() -> dict[str, Engine]:
             non_torch_bytes_tp1=float(s["non_torch_bytes_tp1"]), non_torch_bytes_tp_multi=float(s["non_torch_bytes_tp_multi"]),
             supports_pp=bool(s["supports_pp"]), tp_across_nodes=bool(s["tp_across_nodes"]),
             pipeline_overlap=bool(s["pipeline_overlap"]), layer_split_only=bool(s["layer_split_only"]),
+            supports_dp=bool(s.get("supports_dp", False)),
             factors_key=engines[key].get("inherits_factors", key), launch=s.get("launch", ""),
             sources=tuple(v for k, v in s.items() if k.endswith("_source")))
     return out
@@ -109,4 +112,6 @@ def resolve_engine(name: str, flag: str = "--engine") -> Engine:
     key = name.strip().lower().replace("tensorrt-llm", "trtllm").replace("llamacpp", "llama.cpp")
     if key in engines:
         return engines[key]
-    raise SizingError(flag, f"{flag}: unknown engine {name!r}; valid: {', '.join(engines)}.")
+    close = difflib.get_close_matches(key, list(engines), n=1, cutoff=0.4)
+    hint = f" (closest: {close[0]})" if close else ""
+    raise SizingError(flag, f"{flag}: unknown engine {name!r}{hint}; valid: {', '.join(engines)}.")

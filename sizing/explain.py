@@ -10,6 +10,14 @@ def _params_text(n: float) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
 
+def _per_weight(bits: float) -> str:
+    """16 -> '2 bytes', 8.002 -> '1 byte', 4.156 -> '4.16 bits'."""
+    if abs(bits / 8 - round(bits / 8)) < 0.01:
+        n = round(bits / 8)
+        return f"{n} byte" + ("s" if n > 1 else "")
+    return f"{bits:.3g} bits"
+
+
 def weights_line(ev: Evaluation) -> str:
     quant, params = ev.setup.quant, ev.params
     active = ""
@@ -17,13 +25,13 @@ def weights_line(ev: Evaluation) -> str:
         active = f" ({_params_text(params.active)} active per token)"
     if quant.applies_to == "all":
         size = params.total * quant.bytes_per_weight
-        per = f"{quant.bits_per_weight:g} bits" if quant.bits_per_weight < 16 else "2 bytes"
+        per = _per_weight(quant.bits_per_weight)
         text = f"{_params_text(params.total)} parameters{active} x {per} ({quant.key}) = {size / GB:.1f} GB of weights"
     else:
         embed = params.embedding + params.lm_head
         linear = params.total - embed
         size = linear * quant.bytes_per_weight + embed * 2
-        per = f"{quant.bytes_per_weight:g} bytes" if quant.bits_per_weight >= 8 else f"{quant.bits_per_weight:g} bits"
+        per = _per_weight(quant.bits_per_weight)
         text = (f"{_params_text(params.total)} parameters{active} x {per} ({quant.key}, scales included) "
                 f"+ {_params_text(embed)} embedding/lm_head weights kept in 16 bit = {size / GB:.1f} GB of weights")
     return text + "."
@@ -70,16 +78,17 @@ def kv_line(ev: Evaluation) -> str:
         how = (f"2 x {arch.num_layers} layers x {arch.num_kv_heads} KV heads x {arch.head_dim} x {value:g} bytes = "
                f"{per_token:,.0f} bytes per token" + (f", split over {split} GPUs" if split > 1 else ""))
     req = ev.workload.request_tokens
+    n = ev.memory.kv_capacity_tokens // req
     return (f"KV cache: {how}; the deployment holds {ev.memory.kv_capacity_tokens:,} tokens = "
-            f"{ev.memory.kv_capacity_tokens // req:,} requests of {req:,} tokens at once.")
+            f"{n:,} request{'' if n == 1 else 's'} of {req:,} tokens at once.")
 
 
 def minimum_line(ev: Evaluation, searched: bool) -> str | None:
     layout = ev.layout
     shape = f"TP {layout.tp}" + (f" x PP {layout.pp}" if layout.pp > 1 else "") + (
-        f", EP {layout.ep}" if layout.ep > 1 else "")
+        f", EP {layout.ep}" if layout.ep > 1 else "") + (f", {layout.dp} data-parallel replicas" if layout.dp > 1 else "")
     if not searched:
-        return f"Layout for the {ev.gpus} GPUs asked: {shape}."
+        return f"Layout for the {ev.gpus} GPUs asked (the fastest single-request decode among those that fit): {shape}."
     if ev.gpus == 1:
         return f"One {ev.setup.gpu.name} is enough ({shape})."
     fewer = evaluate_count(ev.setup, ev.workload, ev.gpus - 1)

@@ -34,6 +34,8 @@ def vllm_command(evaluation: Evaluation) -> str:
         args += ["--tensor-parallel-size", str(layout.tp)]
     if layout.pp > 1:
         args += ["--pipeline-parallel-size", str(layout.pp)]
+    if layout.dp > 1:
+        args += ["--data-parallel-size", str(layout.dp)]
     if layout.ep > 1:
         args += ["--enable-expert-parallel"]
     if not setup.gpu.has_bf16:

@@ -10,7 +10,9 @@ Rules (vLLM unless the engine says otherwise):
     With expert parallelism the experts are not split, so only the dense MLP is checked.
   - MoE models use EP = TP (whole experts per rank, vLLM --enable-expert-parallel).
   - llama.cpp splits layers across cards (TP = 1, PP = number of GPUs).
-GPUs in a layout = TP x PP.
+  - Data-parallel replicas (DP, vLLM --data-parallel-size) run DP copies of a TP x PP layout; only used when a
+    GPU count is given (more GPUs than the minimum), never by the minimum search.
+GPUs in a layout = TP x PP x DP.
 """
 
 from __future__ import annotations
@@ -31,20 +33,21 @@ class Layout:
     pp: int
     ep: int = 1
     dp_attention: bool = False   # attention data-parallel across the TP group (SGLang/TRT-LLM for DeepSeek)
+    dp: int = 1                  # independent replicas of the TP x PP layout
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp
+        return self.tp * self.pp * self.dp
 
     def as_dict(self) -> dict[str, int | bool]:
-        return {"tp": self.tp, "pp": self.pp, "ep": self.ep, "dp_attention": self.dp_attention}
+        return {"tp": self.tp, "pp": self.pp, "ep": self.ep, "dp": self.dp, "dp_attention": self.dp_attention}
 
 
 def layout_problem(arch: ModelArch, quant: Quant, gpu: Gpu, engine: Engine, layout: Layout) -> str | None:
     """None when `layout` is valid, else the reason it is not."""
     tp, pp = layout.tp, layout.pp
-    if tp < 1 or pp < 1:
-        return "TP and PP must be at least 1"
+    if tp < 1 or pp < 1 or layout.dp < 1:
+        return "TP, PP and DP must be at least 1"
     if engine.layer_split_only and tp != 1:
         return f"{engine.name} splits layers across GPUs (no tensor parallelism)"
     if pp > arch.num_layers:
@@ -69,13 +72,16 @@ def layout_problem(arch: ModelArch, quant: Quant, gpu: Gpu, engine: Engine, layo
     return None
 
 
-def candidate_layouts(arch: ModelArch, quant: Quant, gpu: Gpu, engine: Engine, gpus: int) -> list[Layout]:
-    """Valid layouts using exactly `gpus` GPUs, preferred first: larger TP (bandwidths add), then smaller PP."""
+def candidate_layouts(arch: ModelArch, quant: Quant, gpu: Gpu, engine: Engine, gpus: int,
+                      replicas: bool = False) -> list[Layout]:
+    """Valid layouts using exactly `gpus` GPUs, preferred first: one replica, larger TP (bandwidths add), smaller PP;
+    with `replicas`, also DP copies of smaller layouts."""
     layouts: list[Layout] = []
-    for tp in sorted((t for t in range(1, gpus + 1) if gpus % t == 0), reverse=True):
-        pp = gpus // tp
-        ep = tp if arch.is_moe and tp > 1 else 1
-        layout = Layout(tp=tp, pp=pp, ep=ep)
-        if layout_problem(arch, quant, gpu, engine, layout) is None:
-            layouts.append(layout)
+    for dp in [d for d in range(1, gpus + 1) if gpus % d == 0] if replicas else [1]:
+        per_replica = gpus // dp
+        for tp in sorted((t for t in range(1, per_replica + 1) if per_replica % t == 0), reverse=True):
+            ep = tp if arch.is_moe and tp > 1 else 1
+            layout = Layout(tp=tp, pp=per_replica // tp, ep=ep, dp=dp)
+            if layout_problem(arch, quant, gpu, engine, layout) is None:
+                layouts.append(layout)
     return layouts

@@ -54,8 +54,10 @@ class MemoryBreakdown:
 
 
 def memory_per_gpu(geometry: Geometry, engine: Engine, gpu: Gpu, tp: int, vocab_size: int, prompt_tokens: int,
-                   target_tokens: int, context_tokens: int, memory_fraction: float | None = None) -> MemoryBreakdown:
-    """Memory of the binding GPU (the largest pipeline stage) and the deployment's KV capacity in tokens."""
+                   target_tokens: int, context_tokens: int, memory_fraction: float | None = None,
+                   replicas: int = 1) -> MemoryBreakdown:
+    """Memory of the binding GPU (the largest pipeline stage) and the deployment's KV capacity in tokens
+    (`replicas` data-parallel copies each hold their share of the target)."""
     fraction = engine.memory_fraction if memory_fraction is None else memory_fraction
     capacity = float(gpu.memory_bytes)
     activation = engine.activation_bytes(vocab_size, gpu, prompt_tokens)
@@ -69,17 +71,16 @@ def memory_per_gpu(geometry: Geometry, engine: Engine, gpu: Gpu, tp: int, vocab_
         stage_fixed = stage.weight_bytes + activation + overhead
         if engine.kv_rule == "fraction_of_free":
             pool = fraction * (capacity - stage_fixed)
-        elif engine.kv_rule == "on_demand":
-            pool = capacity * fraction - stage_fixed
-        else:
+        else:                                   # fraction_of_total, on_demand (fraction 1)
             pool = capacity * fraction - stage_fixed
         tokens = pool / stage.kv_bytes_per_token * geometry.kv_shards if stage.kv_bytes_per_token > 0 else float("inf")
         if capacity_tokens is None or tokens < capacity_tokens:
             capacity_tokens, pool_binding = tokens, pool
-    capacity_tokens = max(0.0, capacity_tokens or 0.0)
+    replica_tokens = max(0.0, capacity_tokens or 0.0)
+    capacity_tokens = replica_tokens * replicas
 
     per_token = geometry.kv_bytes_per_token_per_gpu
-    kv_needed = target_tokens * per_token / geometry.kv_shards
+    kv_needed = target_tokens / replicas * per_token / geometry.kv_shards
     if engine.kv_rule == "fraction_of_total":
         budget = capacity * fraction
         reserved = budget
@@ -93,8 +94,8 @@ def memory_per_gpu(geometry: Geometry, engine: Engine, gpu: Gpu, tp: int, vocab_
     if fixed > budget:
         fits, reason = False, (f"weights, activations and overhead need {fixed / 1e9:.1f} GB per GPU but the engine "
                                f"may use {budget / 1e9:.1f} GB of the card's {capacity / 1e9:.1f} GB")
-    elif capacity_tokens < context_tokens:
-        fits, reason = False, (f"the KV cache holds {int(capacity_tokens):,} tokens, less than one sequence of the "
+    elif replica_tokens < context_tokens:
+        fits, reason = False, (f"the KV cache holds {int(replica_tokens):,} tokens, less than one sequence of the "
                                f"{context_tokens:,}-token context")
     elif capacity_tokens < target_tokens:
         fits, reason = False, (f"the KV cache holds {int(capacity_tokens):,} tokens but the target needs "

@@ -15,6 +15,7 @@ Whole step: stages run one after another for a token (llama.cpp layer split: sum
 micro-batches across stages (vLLM PP) take pp x the slowest stage at ceil(b/pp) sequences. Stage boundaries add a
 point-to-point send of b x h x 2 bytes each (over the network when the boundary crosses nodes).
 
+Data-parallel replicas share the batch: each runs ceil(b / dp) sequences.
 Prefill of P prompt tokens: the same terms with b = P tokens, attention coeff x P^2, every expert touched, plus the
 engine's fixed time-to-first-token overhead (scheduling, tokenization, HTTP).
 """
@@ -113,8 +114,8 @@ class PerfModel:
 
     # -- decode ------------------------------------------------------------------------------------------------
     def decode_breakdown(self, batch_size: int, mean_context_tokens: float) -> StepBreakdown:
-        """One decode step for `batch_size` sequences, split into its terms (summed over stages)."""
-        b = max(1, int(batch_size))
+        """One decode step for `batch_size` sequences (spread over the DP replicas), split into its terms."""
+        b = math.ceil(max(1, int(batch_size)) / self.layout.dp)
         pp = self.layout.pp
         micro = math.ceil(b / pp) if (self.pipeline_overlap and pp > 1) else b
         parts = []
@@ -149,6 +150,7 @@ class PerfModel:
         their matmul and attention FLOPs only (the weights are read by the decode step anyway)."""
         if tokens <= 0:
             return 0.0
+        tokens = tokens / self.layout.dp
         f = self.factors
         total = 0.0
         for s in self.geometry.stages:

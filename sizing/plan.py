@@ -103,10 +103,10 @@ def evaluate(setup: Setup, workload: Workload, layout: Layout) -> Evaluation:
     support = quant_support(setup.quant, setup.gpu)
     geometry = build_geometry(arch, params, setup.quant, setup.kv_value_bytes, layout)
     memory = memory_per_gpu(geometry, setup.engine, setup.gpu, layout.tp, arch.vocab_size, workload.input_len,
-                            workload.target_tokens, workload.context_tokens, setup.memory_fraction)
+                            workload.target_tokens, workload.context_tokens, setup.memory_fraction, layout.dp)
     perf = build_perf_model(geometry, setup.gpu, layout, support, setup.factors, setup.engine.pipeline_overlap,
                             setup.interconnects)
-    engine_limit = setup.max_num_seqs or setup.engine.max_num_seqs(setup.gpu)
+    engine_limit = (setup.max_num_seqs or setup.engine.max_num_seqs(setup.gpu)) * layout.dp
     kv_limit = memory.kv_capacity_tokens // workload.request_tokens
     max_running = max(1, min(engine_limit, kv_limit))
     price = None if setup.gpu.price_per_hour_usd is None else setup.gpu.price_per_hour_usd * layout.gpus
@@ -133,17 +133,28 @@ def _lower_bound_gpus(setup: Setup) -> int:
     return max(1, math.floor(one.weight_bytes_per_gpu / usable))
 
 
-def evaluate_count(setup: Setup, workload: Workload, gpus: int) -> Evaluation | None:
-    """The best layout for exactly `gpus` GPUs: the first fitting one in preference order, else the preferred one;
-    None when no layout is valid for that count."""
-    layouts = candidate_layouts(setup.arch, setup.quant, setup.gpu, setup.engine, gpus)
-    best = None
+def evaluate_count(setup: Setup, workload: Workload, gpus: int, fastest: bool = False) -> Evaluation | None:
+    """The layout for exactly `gpus` GPUs; None when no layout is valid for that count.
+
+    Default: the first fitting layout in preference order (one replica, largest TP). With `fastest` (a count the
+    user gave): among all fitting layouts, data-parallel replicas included, the one with the shortest decode step
+    at concurrency 1 (then the highest throughput at the largest concurrency), so more GPUs never decode slower."""
+    layouts = candidate_layouts(setup.arch, setup.quant, setup.gpu, setup.engine, gpus,
+                                replicas=fastest and setup.engine.supports_dp)
+    first = None
+    fitting: list[Evaluation] = []
     for layout in layouts:
         result = evaluate(setup, workload, layout)
         if result.fits:
-            return result
-        best = best or result
-    return best
+            if not fastest:
+                return result
+            fitting.append(result)
+        first = first or result
+    if fitting:
+        ctx = workload.input_len + workload.output_len / 2
+        return min(fitting, key=lambda ev: (round(ev.perf.decode_step_s(1, ctx), 9),
+                                            -ev.estimates[-1].output_tokens_per_s))
+    return first
 
 
 def search(setup: Setup, workload: Workload, max_gpus: int = MAX_GPUS) -> Evaluation | None:

@@ -92,9 +92,10 @@ def check_context(model: ModelEntry, context: int, input_len: int, output_len: i
     if context > limit:
         extra = ""
         if model.extended_context_tokens:
-            extra = (f" (the model card allows {model.extended_context_tokens:,} with {model.extended_context_how})")
+            extra = (f"; {model.extended_context_tokens:,} needs {model.extended_context_how} in a config.json "
+                     f"passed as --model path/config.json")
         raise SizingError("--context", f"--context {context:,} exceeds {model.key}'s limit of {limit:,} tokens "
-                                       f"(max_position_embeddings){extra}; give --context {limit} or less.")
+                                       f"(max_position_embeddings); give --context {limit} or less{extra}.")
     if input_len + output_len > context:
         raise SizingError("--input-len", f"--input-len {input_len:,} + --output-len {output_len:,} = "
                                          f"{input_len + output_len:,} tokens do not fit in --context {context:,}; "
@@ -134,7 +135,7 @@ def _setup(model: ModelEntry, gpu: Gpu, quant: Quant, kv: KvDtype, engine: Engin
 def _evaluate(setup: Setup, workload: Workload, gpus: int | None) -> tuple[Evaluation, bool]:
     """(evaluation, whether the count was searched). Always returns an evaluation so a plan can show numbers."""
     if gpus is not None:
-        found = evaluate_count(setup, workload, gpus)
+        found = evaluate_count(setup, workload, gpus, fastest=True)
         if found is None:
             fallback = evaluate(setup, workload, Layout(tp=gpus, pp=1, ep=gpus if setup.arch.is_moe else 1))
             return fallback, False

@@ -37,7 +37,8 @@ def _money(value: float | None) -> str:
 
 def _layout(plan: Plan) -> str:
     lay = plan.evaluation.layout
-    text = f"TP{lay.tp}" + (f" PP{lay.pp}" if lay.pp > 1 else "") + (f" EP{lay.ep}" if lay.ep > 1 else "")
+    text = f"TP{lay.tp}" + (f" PP{lay.pp}" if lay.pp > 1 else "") + (f" EP{lay.ep}" if lay.ep > 1 else "") + (
+        f" x{lay.dp} replicas" if lay.dp > 1 else "")
     return text + (" DP-attn" if lay.dp_attention else "")
 
 
@@ -57,6 +58,7 @@ def render_plan(plan: Plan) -> str:
                    + (f" ({setup.engine.name} reserves {format_gb(m.reserved_bytes)}, KV pool "
                       f"{format_gb(max(m.kv_pool_bytes, 0))})" if setup.engine.kv_rule != "on_demand" else ""))
         out.append(f"KV capacity: {m.kv_capacity_tokens:,} tokens -> {plan.max_concurrency:,} requests at once")
+    if plan.fits:
         rows = [[e.concurrency, e.running, _rate(e.per_request_output_tokens_per_s), _rate(e.output_tokens_per_s),
                  format_duration(e.tpot_s), format_duration(e.ttft_s), _money(e.cost_per_million_output_tokens_usd)]
                 for e in ev.estimates]

@@ -89,7 +89,7 @@ class Plan:
             "memory_per_gpu_bytes": self.memory_per_gpu_bytes,
             "kv_capacity_tokens": self.kv_capacity_tokens,
             "max_concurrency": self.max_concurrency,
-            "estimates": [e.as_dict() for e in ev.estimates] if ev.support.ok else [],
+            "estimates": [e.as_dict() for e in ev.estimates] if ev.fits else [],
             "slo": slo,
             "price_per_hour_usd": ev.price_per_hour_usd,
             "price_source": setup.gpu.price_source or None,
