@@ -13,7 +13,7 @@ from typing import Any
 
 from sizing.datafiles import read_json
 
-FACTOR_NAMES = ("bw_efficiency", "compute_efficiency", "layer_floor_s", "moe_layer_floor_s",
+FACTOR_NAMES = ("bw_efficiency", "compute_efficiency", "layer_floor_s", "moe_layer_floor_s", "expert_floor_s",
                 "dequant_ops_per_weight", "ttft_overhead_s")
 
 
@@ -22,12 +22,13 @@ class Factors:
     bw_efficiency: float          # fraction of datasheet memory bandwidth reached by weight and KV reads
     compute_efficiency: float     # fraction of dense datasheet FLOP/s reached by matmuls
     layer_floor_s: float          # fixed time per decoder layer per forward pass (launches, norms, sync)
-    moe_layer_floor_s: float      # extra fixed time per MoE layer (routing, many small expert GEMMs)
+    moe_layer_floor_s: float      # extra fixed time per MoE layer (routing, dispatch)
+    expert_floor_s: float         # fixed time per routed expert a GPU runs in a MoE layer (one small GEMM each)
     dequant_ops_per_weight: float  # CUDA-core operations to dequantize one weight-only-quantized weight
     ttft_overhead_s: float        # fixed time to first token: scheduling, tokenization, HTTP
     origin: str = ""              # which groups supplied the values
 
-    def with_values(self, **values: float) -> "Factors":
+    def with_values(self, **values: float) -> Factors:
         return replace(self, **values)
 
     def as_dict(self) -> dict[str, float]:
@@ -60,7 +61,7 @@ class FactorTable:
                     origin.append(f"{group.engine}/{group.family}")
         return Factors(**{k: float(values[k]) for k in FACTOR_NAMES}, origin=" < ".join(origin))
 
-    def with_group_values(self, engine: str, family: str, values: dict[str, float]) -> "FactorTable":
+    def with_group_values(self, engine: str, family: str, values: dict[str, float]) -> FactorTable:
         groups = tuple(replace(g, values={**g.values, **values}) if (g.engine, g.family) == (engine, family) else g
                        for g in self.groups)
         return replace(self, groups=groups)

@@ -13,16 +13,19 @@ import argparse
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from importlib import resources
 
 import numpy as np
 
 from sizing.cases import Case, load_cases
-from sizing.factors import FactorTable, load_factor_table, table_to_json
+from sizing.datafiles import read_json
+from sizing.factors import FactorGroup, FactorTable, load_factor_table, table_to_json
 from sizing.validation import Prepared, group_of, is_fit_row, predict_speed, prepare
 
 REGULARIZATION = 0.01
 BOUNDS = {"bw_efficiency": (0.02, 0.95), "compute_efficiency": (0.01, 1.0), "layer_floor_s": (1e-7, 0.02),
-          "moe_layer_floor_s": (1e-7, 0.05), "dequant_ops_per_weight": (0.1, 500.0), "ttft_overhead_s": (1e-4, 2.0)}
+          "moe_layer_floor_s": (1e-7, 0.05), "expert_floor_s": (1e-8, 1e-3), "dequant_ops_per_weight": (0.1, 500.0), "ttft_overhead_s": (1e-4, 2.0)}
 
 
 def nelder_mead(objective: Callable[[np.ndarray], float], x0: np.ndarray, step: float = 0.3,
@@ -63,46 +66,46 @@ def _clip(name: str, value: float) -> float:
     return min(max(value, low), high)
 
 
+def _fit_group(table: FactorTable, group: FactorGroup, rows: Sequence[Prepared]) -> dict[str, float]:
+    """The free values of `group` that best explain `rows` (log error, pulled gently towards the prior)."""
+    if group.family == "*":
+        prior_values = [table.defaults[name] for name in group.free]
+    else:   # a family refines its engine's '*' group: that group's values are the prior
+        prior_values = [getattr(table.lookup(group.engine, "(no family)"), name) for name in group.free]
+    prior = np.log(prior_values)
+    start = table.lookup(group.engine, group.family)
+    x0 = np.log([getattr(start, name) for name in group.free])
+
+    def values_of(x: np.ndarray) -> dict[str, float]:
+        return {name: _clip(name, math.exp(v)) for name, v in zip(group.free, x)}
+
+    def objective(x: np.ndarray) -> float:
+        trial = table.with_group_values(group.engine, group.family, values_of(x))
+        loss = sum(math.log(predict_speed(p, trial) / p.case.measured) ** 2 for p in rows)
+        return loss + REGULARIZATION * float(np.sum((x - prior) ** 2))
+
+    return values_of(nelder_mead(objective, x0))
+
+
 def fit_table(table: FactorTable, prepared: Sequence[Prepared], engine: str | None = None) -> FactorTable:
     """`table` with every group's free values fitted on its rows (groups without rows keep their priors);
-    with `engine`, only that engine's groups are refitted."""
+    with `engine`, only that engine's groups are refitted. Groups are fitted in file order."""
     for group in table.groups:
         if engine is not None and group.engine != engine:
             continue
         key = (group.engine, group.family)
         rows = [p for p in prepared if is_fit_row(p) and group_of(p, table) == key]
         if not rows or not group.free:
-            table = table.with_group_values(group.engine, group.family, {})
             continue
-        base = table.lookup(group.engine, group.family if group.family != "*" else "")
-        prior = np.log([getattr(table.lookup(group.engine, "__none__"), name) if group.family != "*"
-                        else table.defaults[name] for name in group.free])
-        x0 = np.log([getattr(base, name) for name in group.free])
-
-        def values_of(x: np.ndarray) -> dict[str, float]:
-            return {name: _clip(name, math.exp(v)) for name, v in zip(group.free, x)}
-
-        def objective(x: np.ndarray) -> float:
-            trial = table.with_group_values(group.engine, group.family, values_of(x))
-            loss = sum(math.log(predict_speed(p, trial) / p.case.measured) ** 2 for p in rows)
-            return loss + REGULARIZATION * float(np.sum((x - prior) ** 2))
-
-        best = nelder_mead(objective, x0)
-        table = table.with_group_values(group.engine, group.family, values_of(best))
-        table = _set_fitted_on(table, key, tuple(p.case.id for p in rows))
+        table = table.with_group_values(group.engine, group.family, _fit_group(table, group, rows))
+        table = replace(table, groups=tuple(replace(g, fitted_on=tuple(p.case.id for p in rows))
+                                            if (g.engine, g.family) == key else g for g in table.groups))
     return table
-
-
-def _set_fitted_on(table: FactorTable, key: tuple[str, str], ids: tuple[str, ...]) -> FactorTable:
-    from dataclasses import replace
-    groups = tuple(replace(g, fitted_on=ids) if (g.engine, g.family) == key else g for g in table.groups)
-    return replace(table, groups=groups)
 
 
 def strip_values(table: FactorTable, engine: str | None = None) -> FactorTable:
     """The table with the fitted values removed (back to priors), the starting point of a fit; with `engine`,
     only that engine's groups."""
-    from dataclasses import replace
     return replace(table, groups=tuple(
         replace(g, values={k: v for k, v in g.values.items() if k not in g.free}, fitted_on=())
         if engine is None or g.engine == engine else g for g in table.groups))
@@ -136,18 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sizing.fit", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write the fitted values into sizing/data/efficiency.json")
     args = parser.parse_args(argv)
-    table = fit()
-    about = json.loads((__import__("sizing.datafiles", fromlist=["read_text"]).read_text("efficiency.json")))["about"]
-    doc = table_to_json(table, about)
-    text = json.dumps(doc, indent=1) + "\n"
-    if args.write:
-        from importlib import resources
-        path = resources.files("sizing").joinpath("data", "efficiency.json")
-        with open(str(path), "w", encoding="utf-8") as handle:
-            handle.write(text)
-        print(f"wrote {path}")
-    else:
-        print(text)
+    about = read_json("efficiency.json")["about"]
+    text = json.dumps(table_to_json(fit(), about), indent=1) + "\n"
+    if not args.write:
+        print(text, end="")
+        return 0
+    path = resources.files("sizing").joinpath("data", "efficiency.json")
+    with open(str(path), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    print(f"wrote {path}")
     return 0
 
 

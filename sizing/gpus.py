@@ -60,7 +60,7 @@ class Gpu:
         """Dense 16-bit tensor rate used for 16-bit matmuls."""
         return self.bf16_flops_per_s if self.bf16_flops_per_s is not None else self.fp16_flops_per_s
 
-    def with_price(self, price_per_hour_usd: float | None, source: str = "given on the command line") -> "Gpu":
+    def with_price(self, price_per_hour_usd: float | None, source: str = "given on the command line") -> Gpu:
         return replace(self, price_per_hour_usd=price_per_hour_usd, price_source=source)
 
 

@@ -63,10 +63,10 @@ def layout_problem(arch: ModelArch, quant: Quant, gpu: Gpu, engine: Engine, layo
     if tp > gpu.gpus_per_node and not engine.tp_across_nodes:
         return f"TP {tp} exceeds the {gpu.gpus_per_node} GPUs in a node (TP stays inside a node; PP spans nodes)"
     if quant.is_group_quantized and tp > 1:
-        if arch.intermediate_size and any(not arch.layer_is_moe(i) for i in range(arch.num_layers)):
-            if arch.intermediate_size % (tp * GROUP_SIZE):
-                return (f"{quant.key} groups of {GROUP_SIZE} do not split evenly over TP {tp} "
-                        f"(intermediate {arch.intermediate_size} / {tp} = {arch.intermediate_size / tp:g})")
+        has_dense_mlp = any(not arch.layer_is_moe(i) for i in range(arch.num_layers))
+        if has_dense_mlp and arch.intermediate_size % (tp * GROUP_SIZE):
+            return (f"{quant.key} groups of {GROUP_SIZE} do not split evenly over TP {tp} "
+                    f"(intermediate {arch.intermediate_size} / {tp} = {arch.intermediate_size / tp:g})")
         if arch.moe is not None and layout.ep == 1 and arch.moe.expert_intermediate_size % (tp * GROUP_SIZE):
             return f"{quant.key} expert shards are not a multiple of {GROUP_SIZE} at TP {tp}"
     return None

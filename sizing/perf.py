@@ -9,7 +9,7 @@ Decode step of stage s for a batch of b sequences with mean context c, on one GP
                + attention flops / (peak_flops_per_s[16 bit] x compute_efficiency)
                + weights dequantized x dequant_ops_per_weight / fp32_flops_per_s          (weight-only formats)
   comm_s     = layers x 2 collectives x (latency_s + 2 (t-1)/t x b x h x 2 bytes / (link_bytes_per_s x link_eff))
-  floor_s    = layers x layer_floor_s + moe_layers x moe_layer_floor_s
+  floor_s    = layers x layer_floor_s + moe_layers x (moe_layer_floor_s + E_t / EP x expert_floor_s)
   stage_s    = max(memory_s, compute_s) + comm_s + floor_s
 Whole step: stages run one after another for a token (llama.cpp layer split: sum of stages); engines that overlap
 micro-batches across stages (vLLM PP) take pp x the slowest stage at ceil(b/pp) sequences. Stage boundaries add a
@@ -105,7 +105,9 @@ class PerfModel:
         dense_layers = s.num_layers - s.num_moe_layers
         comm_s = 2 * (dense_layers * self._collective_s(tokens, False)
                       + s.num_moe_layers * self._collective_s(tokens, True))
-        floor_s = s.num_layers * f.layer_floor_s + s.num_moe_layers * f.moe_layer_floor_s
+        expert_gemms = touched / max(self.layout.ep, 1)      # EP spreads the touched experts over the ranks
+        floor_s = (s.num_layers * f.layer_floor_s
+                   + s.num_moe_layers * (f.moe_layer_floor_s + expert_gemms * f.expert_floor_s))
         return StepBreakdown(memory_s, compute_s, comm_s, floor_s, max(memory_s, compute_s) + comm_s + floor_s)
 
     def _boundaries_s(self, tokens: float) -> float:

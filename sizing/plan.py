@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sizing.engines import Engine, Interconnect
-from sizing.factors import FactorTable, Factors
+from sizing.factors import Factors, FactorTable
 from sizing.geometry import Geometry, build_geometry
 from sizing.gpus import Gpu
 from sizing.layout import Layout, candidate_layouts, layout_problem

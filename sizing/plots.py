@@ -13,15 +13,15 @@ from dataclasses import dataclass
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from sizing.errors import SizingError  # noqa: E402
-from sizing.gpus import resolve_gpu  # noqa: E402
-from sizing.models import resolve_model  # noqa: E402
-from sizing.recommend import Request, build_plan  # noqa: E402
-from sizing.result import Plan  # noqa: E402
-from sizing.units import GB  # noqa: E402
+from sizing.errors import SizingError
+from sizing.gpus import resolve_gpu
+from sizing.models import resolve_model
+from sizing.recommend import Request, build_plan
+from sizing.result import Plan
+from sizing.units import GB
 
 DEFAULT_MODELS = ("qwen2.5-7b-instruct", "llama-3.1-8b-instruct", "qwen2.5-32b-instruct", "qwen3-30b-a3b",
                   "llama-3.1-70b-instruct", "qwen2.5-72b-instruct", "qwen3-235b-a22b", "llama-3.1-405b-instruct",

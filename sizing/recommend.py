@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sizing.result import Plan
 from sizing.engines import Engine, load_engines, load_interconnects, resolve_engine
 from sizing.errors import SizingError
 from sizing.explain import reasoning
@@ -19,9 +18,26 @@ from sizing.gpus import Gpu, load_gpus, resolve_gpu
 from sizing.launch import launch_command
 from sizing.layout import Layout
 from sizing.models import ModelEntry, resolve_model
-from sizing.plan import Evaluation, Setup, Workload, evaluate, evaluate_count, factors_for, search
-from sizing.quants import (KvDtype, Quant, applies_to_model, kv_support, load_quants, quant_support, resolve_kv_dtype,
-                           resolve_quant)
+from sizing.plan import (
+    Evaluation,
+    Setup,
+    Workload,
+    evaluate,
+    evaluate_count,
+    factors_for,
+    search,
+)
+from sizing.quants import (
+    KvDtype,
+    Quant,
+    applies_to_model,
+    kv_support,
+    load_quants,
+    quant_support,
+    resolve_kv_dtype,
+    resolve_quant,
+)
+from sizing.result import Plan
 from sizing.serving import break_even
 
 DEFAULT_CONTEXT_TOKENS = 8192

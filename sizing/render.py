@@ -47,10 +47,11 @@ def render_plan(plan: Plan) -> str:
     setup, m = ev.setup, ev.memory
     status = "fits" if plan.fits else f"DOES NOT FIT: {plan.reason}"
     count = "minimum" if plan.evaluation.fits and plan.searched else "given"
-    out = [f"{setup.model.key} on {ev.gpus} x {setup.gpu.name} ({count}) - {setup.quant.key}, {setup.engine.name}, "
-           f"{_layout(plan)} - {status}",
-           f"request: {ev.workload.input_len:,} in + {ev.workload.output_len:,} out tokens, "
-           f"context {ev.workload.context_tokens:,}, KV cache {setup.kv_dtype.key}"]
+    title = (f"{setup.model.key} on {ev.gpus} x {setup.gpu.name} ({count}) - {setup.quant.key}, {setup.engine.name}, "
+             f"{_layout(plan)} - {status}")
+    shape = (f"request: {ev.workload.input_len:,} in + {ev.workload.output_len:,} out tokens, "
+             f"context {ev.workload.context_tokens:,}, KV cache {setup.kv_dtype.key}")
+    out = [title, shape]
     if ev.support.ok:
         out.append(f"memory per GPU: weights {format_gb(m.weights_bytes)} + KV cache {format_gb(m.kv_needed_bytes)} "
                    f"+ activations {format_gb(m.activation_bytes)} + overhead {format_gb(m.overhead_bytes, 2)} "
@@ -191,8 +192,8 @@ def render_validation(rows: Sequence[ValidationRow], summary: Summary) -> str:
              f"{s.memory_checks} ok"
              + (f", median |error| {s.median_abs_memory_error_pct:.1f}%" if s.median_abs_memory_error_pct is not None else ""),
              f"not scored (outside the model, reasons in --json): {s.unscored}",
-             "LOO error: the row's factor group refitted without that row (a row that alone sets a factor shows its "
-             "true error there)."]
+             ("LOO error: the row's factor group refitted without that row (a row that alone sets a factor shows its "
+              "true error there).")]
     details = [f"  {r.id}: {r.detail}" + (f" [{r.interpretation}]" if r.interpretation else "")
                for r in rows if r.check in ("fit", "memory") or not r.scored]
     return "\n".join(lines + ["", "details:"] + details)

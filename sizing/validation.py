@@ -14,12 +14,20 @@ import statistics
 from dataclasses import dataclass, replace
 
 from sizing.cases import Case, load_cases
-from sizing.engines import load_engines, load_interconnects, resolve_engine
+from sizing.engines import load_interconnects, resolve_engine
 from sizing.factors import FactorTable
 from sizing.gpus import resolve_gpu
 from sizing.layout import Layout
 from sizing.models import resolve_model
-from sizing.plan import Evaluation, Setup, Workload, evaluate, evaluate_count, factors_for, search
+from sizing.plan import (
+    Evaluation,
+    Setup,
+    Workload,
+    evaluate,
+    evaluate_count,
+    factors_for,
+    search,
+)
 from sizing.quants import resolve_kv_dtype, resolve_quant
 from sizing.serving import estimate
 from sizing.units import GB, GiB

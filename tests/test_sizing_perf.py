@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -79,8 +80,8 @@ def test_more_gpus_never_slow_decode(model: str, gpu: str) -> None:
         est = estimate(p.evaluation.perf, 64, p.max_concurrency, 1024, 512, None)
         totals.append(est.output_tokens_per_s)
     assert len(steps) >= 2
-    assert all(later <= earlier * (1 + 1e-9) for earlier, later in zip(steps, steps[1:]))
-    assert all(later >= earlier * (1 - 1e-9) for earlier, later in zip(totals, totals[1:]))
+    assert all(later <= earlier * (1 + 1e-9) for earlier, later in itertools.pairwise(steps))
+    assert all(later >= earlier * (1 - 1e-9) for earlier, later in itertools.pairwise(totals))
 
 
 def test_decode_slows_with_batch_and_context_and_prefill_with_prompt() -> None:
@@ -127,3 +128,14 @@ def test_cost_and_break_even_arithmetic() -> None:
     p = plan("llama-3.1-8b", "h100")
     est = estimate(p.evaluation.perf, 1, 1, 1024, 512, 3.6)
     assert est.cost_per_million_output_tokens_usd == pytest.approx(3.6 / (est.output_tokens_per_s * 3600) * 1e6)
+
+
+def test_llama_cpp_layer_split_costs_only_the_extra_hop() -> None:
+    # llama.cpp has no tensor parallelism: with more cards a token still reads every layer once, one card after
+    # another, so single-stream decode does not speed up; it slows by one activation hop per added card
+    # (one PCIe hop: 30 us latency + 8192 x 2 bytes / (64e9 / 2 x 0.6))
+    two = plan("llama-3.1-70b", "rtx4090", quant="q4_k_m", gpus=2)
+    three = plan("llama-3.1-70b", "rtx4090", quant="q4_k_m", gpus=3)
+    assert (two.pp, three.pp) == (2, 3)
+    hop = 30e-6 + 8192 * 2 / (64e9 / 2 * 0.6)
+    assert three.decode_step_s(1, 0) - two.decode_step_s(1, 0) == pytest.approx(hop, rel=1e-6)
