@@ -12,7 +12,7 @@ from sizing.factors import Factors
 from sizing.perf import experts_touched
 from sizing.serving import break_even, estimate, max_concurrency_meeting
 
-IDEAL = Factors(bw_efficiency=1.0, compute_efficiency=1.0, layer_floor_s=0.0, moe_layer_floor_s=0.0,
+IDEAL = Factors(bw_efficiency=1.0, compute_efficiency=1.0, layer_floor_s=0.0, moe_layer_floor_s=0.0, expert_floor_s=0.0,
                 dequant_ops_per_weight=0.0, ttft_overhead_s=0.0)
 
 
