@@ -46,11 +46,12 @@ class Engine:
         large = gpu.memory_bytes >= 70 * GiB and "a100" not in gpu.key
         return self.max_num_seqs_large if large else self.max_num_seqs_small
 
-    def activation_bytes(self, vocab_size: int, gpu: Gpu, prompt_tokens: int) -> float:
-        """Activation peak per GPU: sampler = bytes_per_row_vocab x rows x vocab; prompt_logits = 4 x prompt x vocab."""
+    def activation_bytes(self, vocab_size: int, gpu: Gpu, prompt_tokens: int, max_num_seqs: int | None = None) -> float:
+        """Activation peak per GPU: sampler = bytes_per_row_vocab x rows x vocab (rows = max_num_seqs for vLLM);
+        prompt_logits = 4 x prompt x vocab."""
         if self.activation_kind == "prompt_logits":
             return self.activation_bytes_per_row_vocab * prompt_tokens * vocab_size
-        rows = self.activation_rows if self.activation_rows is not None else self.max_num_seqs(gpu)
+        rows = self.activation_rows if self.activation_rows is not None else (max_num_seqs or self.max_num_seqs(gpu))
         return self.activation_bytes_per_row_vocab * rows * vocab_size
 
     def non_torch_bytes(self, tp: int) -> float:

@@ -38,6 +38,11 @@ class MemoryBreakdown:
     reason: str
 
     @property
+    def starts(self) -> bool:
+        """Weights, activations and overhead fit and the KV cache holds one full-context sequence."""
+        return self.fixed_bytes <= self.budget_bytes and self.kv_capacity_tokens >= self.context_tokens
+
+    @property
     def fixed_bytes(self) -> float:
         return self.weights_bytes + self.activation_bytes + self.overhead_bytes
 
@@ -55,12 +60,12 @@ class MemoryBreakdown:
 
 def memory_per_gpu(geometry: Geometry, engine: Engine, gpu: Gpu, tp: int, vocab_size: int, prompt_tokens: int,
                    target_tokens: int, context_tokens: int, memory_fraction: float | None = None,
-                   replicas: int = 1) -> MemoryBreakdown:
+                   replicas: int = 1, max_num_seqs: int | None = None) -> MemoryBreakdown:
     """Memory of the binding GPU (the largest pipeline stage) and the deployment's KV capacity in tokens
     (`replicas` data-parallel copies each hold their share of the target)."""
     fraction = engine.memory_fraction if memory_fraction is None else memory_fraction
     capacity = float(gpu.memory_bytes)
-    activation = engine.activation_bytes(vocab_size, gpu, prompt_tokens)
+    activation = engine.activation_bytes(vocab_size, gpu, prompt_tokens, max_num_seqs)
     overhead = engine.non_torch_bytes(tp)
     weights = geometry.weight_bytes_per_gpu
     fixed = weights + activation + overhead

@@ -91,6 +91,12 @@ class Evaluation:
     def gpus(self) -> int:
         return self.layout.gpus
 
+    @property
+    def runs(self) -> bool:
+        """The engine starts (weights fit, one full-context sequence fits) even if the target concurrency does not
+        fit at once: the estimates then include queueing."""
+        return self.max_running > 0
+
 
 def factors_for(table: FactorTable, engine: Engine, gpu: Gpu) -> Factors:
     return table.lookup(engine.factors_key, gpu.family)
@@ -103,7 +109,8 @@ def evaluate(setup: Setup, workload: Workload, layout: Layout) -> Evaluation:
     support = quant_support(setup.quant, setup.gpu)
     geometry = build_geometry(arch, params, setup.quant, setup.kv_value_bytes, layout)
     memory = memory_per_gpu(geometry, setup.engine, setup.gpu, layout.tp, arch.vocab_size, workload.input_len,
-                            workload.target_tokens, workload.context_tokens, setup.memory_fraction, layout.dp)
+                            workload.target_tokens, workload.context_tokens, setup.memory_fraction, layout.dp,
+                            setup.max_num_seqs)
     perf = build_perf_model(geometry, setup.gpu, layout, support, setup.factors, setup.engine.pipeline_overlap,
                             setup.interconnects)
     engine_limit = (setup.max_num_seqs or setup.engine.max_num_seqs(setup.gpu)) * layout.dp
@@ -118,9 +125,10 @@ def evaluate(setup: Setup, workload: Workload, layout: Layout) -> Evaluation:
                                       workload.slo_tpot_s, workload.slo_ttft_s)
     problem = layout_problem(arch, setup.quant, setup.gpu, setup.engine, layout)
     fits = support.ok and problem is None and memory.fits
+    runs = support.ok and problem is None and memory.starts
     reason = "" if fits else (support.reason if not support.ok else problem or memory.reason)
     return Evaluation(setup=setup, workload=workload, layout=layout, support=support, params=params,
-                      geometry=geometry, memory=memory, perf=perf, max_running=max_running if memory.fits else 0,
+                      geometry=geometry, memory=memory, perf=perf, max_running=max_running if runs else 0,
                       estimates=estimates, slo_max_concurrency=slo, price_per_hour_usd=price, fits=fits, reason=reason)
 
 

@@ -59,7 +59,9 @@ def render_plan(plan: Plan) -> str:
                    + (f" ({setup.engine.name} reserves {format_gb(m.reserved_bytes)}, KV pool "
                       f"{format_gb(max(m.kv_pool_bytes, 0))})" if setup.engine.kv_rule != "on_demand" else ""))
         out.append(f"KV capacity: {m.kv_capacity_tokens:,} tokens -> {plan.max_concurrency:,} requests at once")
-    if plan.fits:
+    if ev.runs:
+        if not plan.fits:
+            out.append("it starts, but the target does not fit at once: the estimates include queueing")
         rows = [[e.concurrency, e.running, _rate(e.per_request_output_tokens_per_s), _rate(e.output_tokens_per_s),
                  format_duration(e.tpot_s), format_duration(e.ttft_s), _money(e.cost_per_million_output_tokens_usd)]
                 for e in ev.estimates]
