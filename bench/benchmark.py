@@ -273,6 +273,11 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
                             proxy=env_proxy_for(url.base))
             observer.note(f"Target: {target.url}  model={model}  api={api}"
                           + (f"  server={info.version}" if info.version else ""))
+            for lv in config.levels:
+                n = per_level.get(lv.label)
+                if lv.request_rate is None and n is not None and n < (lv.concurrency or 1):
+                    observer.note(f"note: {lv.label} sends only {n} requests, so it never has {lv.concurrency} in "
+                                  "flight; raise --num-requests or use --duration")
             n_prompts = min(MAX_PROMPTS, max(per_level.values()) + config.warmup) if config.duration_s is None \
                 else MAX_PROMPTS
             prompts = _prompts(config, n_prompts)

@@ -106,8 +106,10 @@ class ConsoleObserver:
 
 def render_table(levels: list[dict[str, Any]], title: str | None = None) -> Table:
     """The field table: one row per level."""
-    has_gpu = any(stat(lv.get("telemetry") or {}, "gpu_mem_used_bytes_total", "peak") is not None for lv in levels)
-    has_server = any(stat(lv.get("telemetry") or {}, "server_res_bytes", "peak") is not None for lv in levels)
+    tel = [lv.get("telemetry") or {} for lv in levels]
+    has_gpu = any(t.get("gpu_mem_used_bytes_total_peak") is not None for t in tel)
+    has_server = any(t.get("server_res_bytes_peak") is not None for t in tel)
+    has_kv = any(t.get("kv_cache_usage_pct_peak") is not None for t in tel)
     table = Table(title=title, show_lines=False, header_style="bold")
     table.add_column("level")
     table.add_column("ok/req", justify="right")
@@ -120,8 +122,11 @@ def render_table(levels: list[dict[str, Any]], title: str | None = None) -> Tabl
     table.add_column("E2E s\np50", justify="right")
     if has_gpu:
         table.add_column("GPU mem\npeak", justify="right")
+        table.add_column("GPU util\nmean", justify="right")
     if has_server:
         table.add_column("server\nVIRT / RES", justify="right")
+    if has_kv:
+        table.add_column("KV cache\npeak", justify="right")
     table.add_column("errors")
     for lv in levels:
         errs = ", ".join(f"{k} {v}" for k, v in lv["errors"].items()) or "-"
@@ -139,10 +144,14 @@ def render_table(levels: list[dict[str, Any]], title: str | None = None) -> Tabl
         ]
         tele = lv.get("telemetry") or {}
         if has_gpu:
-            row.append(fmt_bytes(stat(tele, "gpu_mem_used_bytes_total", "peak")))
+            row.append(fmt_bytes(tele.get("gpu_mem_used_bytes_total_peak")))
+            util = tele.get("gpu_util_pct_mean")
+            row.append("-" if util is None else f"{util:.0f}%")
         if has_server:
-            row.append(f"{fmt_bytes(stat(tele, 'server_virt_bytes', 'peak'))} / "
-                       f"{fmt_bytes(stat(tele, 'server_res_bytes', 'peak'))}")
+            row.append(f"{fmt_bytes(tele.get('server_virt_bytes_peak'))} / {fmt_bytes(tele.get('server_res_bytes_peak'))}")
+        if has_kv:
+            kv = tele.get("kv_cache_usage_pct_peak")
+            row.append("-" if kv is None else f"{kv:.1f}%")
         row.append(errs)
         table.add_row(*row)
     if any(lv.get("tokens_estimated") for lv in levels):

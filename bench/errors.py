@@ -7,6 +7,7 @@ body is searched for a few well-known phrases (e.g. some Chinese cloud providers
 from __future__ import annotations
 
 import asyncio
+import math
 
 import aiohttp
 
@@ -96,9 +97,10 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value.strip()), 0.0)
+        seconds = float(value.strip())
     except ValueError:
         return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def sentence(error_class: str) -> str:

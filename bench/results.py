@@ -104,6 +104,12 @@ def summarize_run_dir(run_dir: Path) -> list[dict[str, Any]]:
     by_phase: dict[str, list[RequestRecord]] = {}
     for rec in records:
         by_phase.setdefault(rec.phase, []).append(rec)
+    phases = {p["label"]: p for p in run.get("phases") or []}
+    telemetry = {}
+    samples = run_dir / "samples.csv"
+    if samples.is_file() and phases:
+        from .telemetry import summarize_samples
+        telemetry = summarize_samples(samples, [(p["label"], p["start_ns"], p["end_ns"]) for p in phases.values()])
     levels = []
     for level in run["load"]["levels"]:
         recs = by_phase.get(level["label"])
@@ -111,8 +117,9 @@ def summarize_run_dir(run_dir: Path) -> list[dict[str, Any]]:
             continue
         entry = summarize_level(level["label"], recs, concurrency=level.get("concurrency"),
                                 request_rate=level.get("request_rate"), slo=slo)
-        extra = (run.get("levels_extra") or {}).get(level["label"])
-        if extra:
-            entry.update(extra)
+        if level["label"] in phases:
+            entry["client"] = phases[level["label"]].get("client")
+        if level["label"] in telemetry:
+            entry["telemetry"] = telemetry[level["label"]]
         levels.append(entry)
     return levels

@@ -233,6 +233,10 @@ class Runner:
             raise
         finally:
             self.state.in_flight -= 1
+        if record.error_class in errors.FATAL and not self.state.any_success and self.state.abort is None:
+            # decided from the status code already: stop before any worker sends its next request
+            self.state.abort = record
+            self.cancel_in_flight()
         self._finisher.put(record, raw, records)
 
     def _complete(self, record: RequestRecord, records: list[RequestRecord]) -> None:
@@ -263,7 +267,9 @@ class Runner:
                 if not self._more(n, total, deadline_ns):
                     return
                 k = n % len(prompts)
-                await self._one(session, self._new_record(index, level, prompts[k], n, scheduled), bodies[k], records)
+                # a worker's first request starts the level (all at once): it has no schedule to keep or miss
+                due = scheduled if n >= (level.concurrency or 1) else None
+                await self._one(session, self._new_record(index, level, prompts[k], n, due), bodies[k], records)
 
         await self._gather([worker() for _ in range(level.concurrency or 1)])
 

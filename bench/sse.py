@@ -56,14 +56,17 @@ def _parse_block(block: bytes) -> tuple[str | None, bytes] | None:
         elif name == b"event":
             event = value.decode("utf-8", "replace")
         # 'id' and 'retry' are irrelevant for benchmarking; unknown fields are ignored per the spec
-    if not data and event is None:
-        return None
+    if not data:
+        return None  # the SSE spec dispatches nothing for a block without data lines
     return event, b"\n".join(data)
 
 
 def split_events(reads_ns: list[int], reads: list[bytes]) -> Events:
     """The events carried by ``reads`` (raw byte chunks in arrival order, ``reads_ns`` their arrival times)."""
     buf = b"".join(reads)
+    if buf[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark before the first event is ignored (SSE spec)
+        reads = [reads[0][3:], *reads[1:]]
+        buf = buf[3:]
     if b"\r" in buf:
         return _split_incremental(reads_ns, reads)
     out = Events()
@@ -86,23 +89,26 @@ def split_events(reads_ns: list[int], reads: list[bytes]) -> Events:
 
 
 def _split_incremental(reads_ns: list[int], reads: list[bytes]) -> Events:
-    """The general path, for streams using '\\r\\n' or '\\r' line endings (normalised read by read)."""
+    """The general path, for streams using '\\r\\n' or '\\r' line endings (normalised read by read).
+
+    A '\\r' ends a line at once (as the SSE spec says); a '\\n' that follows it, even in the next read, belongs
+    to the same line ending and is dropped.
+    """
     out = Events()
     pending = b""
+    after_cr = False
     for arrival_ns, chunk in zip(reads_ns, reads):
-        buf = pending + chunk if pending else chunk
-        # a '\r' at the very end may be the first half of '\r\n' split across reads: hold it back
-        hold = buf.endswith(b"\r")
-        if hold:
-            buf = buf[:-1]
-        buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if after_cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        after_cr = chunk[-1:] == b"\r"
+        buf = pending + chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         parts = buf.split(b"\n\n")
-        pending = parts.pop() + (b"\r" if hold else b"")
+        pending = parts.pop()
         for block in parts:
             parsed = _parse_block(block)
             if parsed is not None:
                 out.add(arrival_ns, parsed[0], parsed[1])
-    tail = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")
+    tail = pending.strip(b"\n")
     if tail:
         parsed = _parse_block(tail)
         if parsed is not None:

@@ -63,7 +63,7 @@ def summarize_level(label: str, records: Iterable[RequestRecord], *, concurrency
     prompt_tokens = sum(_prompt_tokens(m, r) for m, r in zip(metrics, measured) if m.ok)
     entry["output_tokens_per_s"] = rate(out_tokens) if ok else None
     entry["total_tokens_per_s"] = rate(out_tokens + prompt_tokens) if ok else None
-    rps = rate(len(ok))
+    rps = rate(len(ok)) if ok else None
     entry["requests_per_s"] = rps
     entry["requests_per_min"] = rps * 60 if rps is not None else None
     entry["achieved_concurrency"] = (

@@ -1,6 +1,7 @@
 """Normalise the URLs people paste into the API base the client appends paths to.
 
 ``https://host``                        -> ``https://host/v1``
+``https://host/chat/completions``       -> ``https://host`` (providers without /v1: the pasted endpoint is kept)
 ``https://host/v1`` or ``.../v1/``      -> ``https://host/v1``
 ``https://host/v1/chat/completions``    -> ``https://host/v1`` (and the API is implied: openai-chat)
 ``https://host/compatible-mode/v1``     -> kept (path prefixes of cloud providers are part of the base)
@@ -8,7 +9,6 @@
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,7 +19,6 @@ SUFFIXES = (
     ("/messages", "anthropic-messages"),
     ("/models", None),
 )
-_VERSION = re.compile(r"/v\d+[a-z0-9]*$")
 
 
 class UrlError(ValueError):
@@ -60,8 +59,8 @@ def normalize(url: str) -> NormalizedUrl:
             implied = api
             break
     path = path.rstrip("/")
-    if not path:
-        path = "/v1"
+    if not path and implied is None:
+        path = "/v1"  # a bare host: the usual API root (a pasted full endpoint keeps exactly its own prefix)
     # query strings and fragments are not part of an API base
     return NormalizedUrl(urlunsplit((parts.scheme, parts.netloc, path, "", "")), implied)
 

@@ -88,13 +88,29 @@ def synthetic_prompts(rng: np.random.Generator, n: int, input_len: LengthSpec, o
 
 
 def salt_for_level(prompt: PromptSpec, level_index: int, prefix_len: int = 0) -> PromptSpec:
-    """The prompt as sent at load level ``level_index``: its first unique word replaced by a level-specific one."""
-    if prompt.text is None or level_index == 0:
+    """The prompt as sent at load level ``level_index`` (level 0 sends it unchanged).
+
+    Synthetic prompts get their first unique word replaced by a level-specific one (same length); dataset prompts
+    get a level-specific word in front of their text (or of the first message), one token longer.
+    """
+    if level_index == 0:
         return prompt
-    words = prompt.text.split(" ")
-    pos = min(prefix_len, len(words) - 1)
-    words[pos] = WORDS[(WORDS.index(words[pos]) + level_index) % len(WORDS)] if words[pos] in WORDS else words[pos]
-    return replace(prompt, text=" ".join(words))
+    salt = WORDS[level_index % len(WORDS)]
+    if prompt.text is not None:
+        words = prompt.text.split(" ")
+        pos = min(prefix_len, len(words) - 1)
+        if words[pos] in WORDS:
+            words[pos] = WORDS[(WORDS.index(words[pos]) + level_index) % len(WORDS)]
+            return replace(prompt, text=" ".join(words))
+        return replace(prompt, text=f"{salt} {prompt.text}")
+    if prompt.messages:
+        messages = [dict(m) for m in prompt.messages]
+        for m in messages:
+            if isinstance(m.get("content"), str):
+                m["content"] = f"{salt} {m['content']}"
+                break
+        return replace(prompt, messages=messages)
+    return prompt
 
 
 class DatasetError(ValueError):
@@ -138,7 +154,7 @@ def load_dataset(path: Path) -> list[tuple[str | None, list[dict] | None, int | 
         for i, obj in enumerate(items):
             entries.append(_entry_to_prompt(obj, f"{path} item {i}"))
     else:
-        for lineno, line in enumerate(raw.splitlines(), 1):
+        for lineno, line in enumerate(raw.split("\n"), 1):  # not splitlines(): U+2028 is valid inside JSON
             if not line.strip():
                 continue
             try:

@@ -226,10 +226,6 @@ def test_no_think_tags_means_all_answer():
     assert _kinds_for("I", " think", " so") == ["a", "a", "a", "-"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: openai.parse_stream only calls split_think_in_content when one chunk contains 'think>'; a tag split "
-    "across chunks ('</', 'think', '>' -- how a BPE without a special </think> token streams it) never triggers "
-    "the split although split_think_in_content itself handles it"))
 def test_think_tags_split_across_chunks():
     assert _kinds_for("<", "think", ">", "hmm", "</", "think", ">", "Answer") == ["r"] * 7 + ["a", "-"]
 

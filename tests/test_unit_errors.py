@@ -76,3 +76,8 @@ def test_every_class_has_a_sentence():
     for cls in classes:
         assert errors.sentence(cls) != cls and errors.sentence(cls).strip()
     assert errors.sentence("something_new") == "something_new"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_retry_after_that_is_not_a_finite_number_is_unknown(value):
+    assert parse_retry_after(value) is None

@@ -99,10 +99,6 @@ def test_cr_only_line_endings_in_one_read():
     assert ev.data == [b"a\nb", b"c"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with '\\r'-only line endings a read ending in '\\r\\r' completes its event (the second '\\r' ends the "
-    "blank line whatever follows), but _split_incremental holds the trailing '\\r' back, so the event gets the "
-    "*next* read's time and the stream's last complete event is flagged complete_last=False"))
 def test_cr_only_event_is_complete_at_the_read_holding_its_blank_line():
     ev = split_events([1, 2], [b"data: a\r\r", b"data: b\r\r"])
     assert ev.data == [b"a", b"b"]
@@ -204,3 +200,14 @@ def test_empty_reads_are_harmless():
     ev = split_events([1, 2, 3], [b"", b"data: a\n\n", b""])
     assert ev.data == [b"a"]
     assert ev.arrival_ns == [2]
+
+
+def test_event_name_without_data_dispatches_nothing():
+    # SSE spec: a block with no data line leaves the data buffer empty, and an empty buffer is not dispatched
+    ev = split_events([1], [b"event: ping\n\ndata: x\n\n"])
+    assert ev.data == [b"x"] and ev.names == [None]
+
+
+def test_leading_byte_order_mark_is_ignored():
+    ev = split_events([1, 2], [b"\xef\xbb\xbfdata: a\n\n", b"data: b\n\n"])
+    assert ev.data == [b"a", b"b"] and ev.arrival_ns == [1, 2]

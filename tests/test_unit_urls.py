@@ -29,6 +29,8 @@ from bench.urls import NormalizedUrl, UrlError, env_proxy_for, is_loopback, norm
     ("https://ark.cn-beijing.volces.com/api/v3/chat/completions", "https://ark.cn-beijing.volces.com/api/v3",
      "openai-chat"),
     ("https://openrouter.ai/api/v1/", "https://openrouter.ai/api/v1", None),
+    # a pasted full endpoint without /v1 (Perplexity-style): its own prefix, nothing appended
+    ("https://api.perplexity.ai/chat/completions", "https://api.perplexity.ai", "openai-chat"),
     # a query string or fragment is not part of a base
     ("https://host/v1/chat/completions?api-version=2024-01-01#x", "https://host/v1", "openai-chat"),
 ])

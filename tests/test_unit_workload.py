@@ -124,11 +124,21 @@ def test_salting_changes_one_word_after_the_prefix_and_keeps_the_length(prefix_l
     assert len({s.text for s in salted}) == 3  # each level its own prompt
 
 
-def test_salting_level_zero_and_message_prompts_unchanged():
+def test_salting_level_zero_unchanged_and_dataset_prompts_get_a_level_word_in_front():
     (p,) = synthetic_prompts(rng(), 1, LengthSpec.parse("10"), None)
     assert salt_for_level(p, 0) is p
-    chat = PromptSpec(index=0, text=None, messages=[{"role": "user", "content": "hi"}], input_len=1, output_len=None)
-    assert salt_for_level(chat, 2) is chat
+    chat = PromptSpec(index=0, text=None, messages=[{"role": "system", "content": "be brief"},
+                                                    {"role": "user", "content": "hi"}], input_len=1, output_len=None)
+    assert salt_for_level(chat, 0) is chat
+    salted = salt_for_level(chat, 2)
+    # the first message with text gets one extra word; level 2 and level 3 differ; the original is untouched
+    assert salted.messages[0]["content"].endswith(" be brief") and salted.messages[0]["content"] != "be brief"
+    assert salted.messages[1]["content"] == "hi"
+    assert salt_for_level(chat, 3).messages[0]["content"] != salted.messages[0]["content"]
+    assert chat.messages[0]["content"] == "be brief"
+    text = PromptSpec(index=0, text="Explain KV caches", messages=None, input_len=4, output_len=None)
+    assert salt_for_level(text, 1).text.endswith(" Explain KV caches")
+    assert len(salt_for_level(text, 1).text.split()) == 4
 
 
 def test_salting_is_deterministic():
@@ -215,10 +225,6 @@ def test_dataset_error_is_a_value_error():
     assert issubclass(DatasetError, ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: load_dataset splits JSONL with str.splitlines(), which also breaks lines at U+2028, U+2029 and U+0085; "
-    "JSON allows those raw inside strings (json.dumps(..., ensure_ascii=False) writes them), so a valid line is "
-    "cut in two and reported as invalid JSON"))
 def test_jsonl_string_containing_a_unicode_line_separator(tmp_path):
     path = write(tmp_path, "d.jsonl", json.dumps({"prompt": "a\u2028b"}, ensure_ascii=False) + "\n" +
                  json.dumps({"prompt": "c\x85d"}, ensure_ascii=False) + "\n")

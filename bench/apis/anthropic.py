@@ -48,6 +48,11 @@ def _usage(out: ParsedResponse, usage: Any) -> None:
             out.output_tokens = usage["output_tokens"]
 
 
+def _error_text(err: dict) -> str:
+    kind, message = err.get("type", "error"), err.get("message")
+    return f"{kind}: {message}" if message else str(kind)
+
+
 def parse_stream(events: Events) -> ParsedResponse:
     out = ParsedResponse()
     for name, data in zip(events.names, events.data):
@@ -80,7 +85,7 @@ def parse_stream(events: Events) -> ParsedResponse:
             out.complete = True
         elif etype == "error":
             err = obj.get("error") or {}
-            out.error = f"{err.get('type', 'error')}: {err.get('message', '')}".strip()
+            out.error = _error_text(err)
             kind = "x"
         out.kinds.append(kind)
         out.chars.append(chars)
@@ -93,8 +98,7 @@ def parse_body(obj: Any) -> ParsedResponse:
         out.malformed = "response body is not a JSON object"
         return out
     if obj.get("type") == "error":
-        err = obj.get("error") or {}
-        out.error = f"{err.get('type', 'error')}: {err.get('message', '')}".strip()
+        out.error = _error_text(obj.get("error") or {})
         return out
     out.response_id = obj.get("id")
     _usage(out, obj.get("usage"))

@@ -53,26 +53,29 @@ def split_think_in_content(kinds: list[str], texts: list[str | None]) -> None:
     """Relabel answer events as reasoning when the answer text carries R1-style ``<think>...</think>``.
 
     Some servers put the reasoning inside ``content`` (with or without the opening ``<think>``, which the chat
-    template may already have emitted). Every answer event up to the one closing ``</think>`` is reasoning; that event
-    is an answer event only if it carries non-blank text after the tag.
+    template may already have emitted), and a tag may be split over several chunks. Every answer event up to the one
+    that completes ``</think>`` is reasoning; that event is an answer event only if it carries non-blank text after
+    the tag. Without a closing tag, an explicit opening tag marks the whole answer as (unfinished) reasoning.
     """
-    seen = []
     answer_idx = [i for i, k in enumerate(kinds) if k == "a"]
-    for i in answer_idx:
-        seen.append(texts[i] or "")
-        joined = "".join(seen)
-        close = joined.find(THINK_CLOSE)
-        if close >= 0:
-            after = joined[close + len(THINK_CLOSE):]
-            cut = answer_idx.index(i)
-            for j in answer_idx[:cut]:
+    if not answer_idx:
+        return
+    joined = "".join(texts[i] or "" for i in answer_idx)
+    close = joined.find(THINK_CLOSE)
+    if close < 0:
+        if joined.lstrip().startswith(THINK_OPEN):
+            for j in answer_idx:
                 kinds[j] = "r"
-            kinds[i] = "a" if after.strip() else "r"
+        return
+    end = close + len(THINK_CLOSE)  # the tag is complete once this many answer characters have arrived
+    seen = 0
+    for pos, i in enumerate(answer_idx):
+        seen += len(texts[i] or "")
+        if seen >= end:
+            for j in answer_idx[:pos]:
+                kinds[j] = "r"
+            kinds[i] = "a" if joined[end:seen].strip() else "r"
             return
-    # no closing tag: only an explicit opening tag marks the whole answer as (unfinished) reasoning
-    if "".join(seen).lstrip().startswith(THINK_OPEN):
-        for j in answer_idx:
-            kinds[j] = "r"
 
 
 def int_or_none(value: Any) -> int | None:

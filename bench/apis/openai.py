@@ -72,7 +72,6 @@ def parse_stream(events: Events) -> ParsedResponse:
     chars = out.chars
     texts: list[str | None] = []  # answer text per event, for the <think> split
     cumulative: list[int | None] = []  # cumulative completion_tokens per event (continuous usage stats)
-    maybe_think = False
     last_usage = None
     loads = orjson.loads
     for data in events.data:
@@ -117,14 +116,11 @@ def parse_stream(events: Events) -> ParsedResponse:
             kinds.append("r"); chars.append(len(reasoning)); texts.append(None)
         elif answer:
             kinds.append("a"); chars.append(len(answer)); texts.append(answer)
-            if not maybe_think and "think>" in answer:
-                maybe_think = True
         else:
             kinds.append("-"); chars.append(0); texts.append(None)
     if last_usage is not None:
         _read_usage(out, last_usage)
-    if maybe_think:
-        split_think_in_content(kinds, texts)
+    split_think_in_content(kinds, texts)
     out.tokens = _per_event_tokens(kinds, cumulative)
     return out
 

@@ -113,9 +113,9 @@ class SimServer:
     # ---- app ------------------------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_reset_arrival])
-        app.router.add_post("/v1/chat/completions", lambda r: self._generate(r, "openai-chat"))
-        app.router.add_post("/v1/completions", lambda r: self._generate(r, "openai-completions"))
-        app.router.add_post("/v1/messages", lambda r: self._generate(r, "anthropic-messages"))
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/version", self._version)
         app.router.add_get("/health", self._health)
@@ -139,6 +139,15 @@ class SimServer:
             await self._runner.cleanup()
             self._runner = None
         self.truth.close()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "openai-chat")
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "openai-completions")
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "anthropic-messages")
 
     # ---- small endpoints ------------------------------------------------------------------------------------
     async def _models(self, request: web.Request) -> web.Response:
@@ -243,7 +252,8 @@ class SimServer:
             return web.json_response(fmt_cls.error(400, "request body is not a JSON object", "BadRequestError"),
                                      status=400)
         model = body.get("model")
-        if model not in self.config.models:
+        # providers accept routing suffixes on model ids (e.g. "deepseek-r1?search"); so does the simulator
+        if not isinstance(model, str) or model.split("?", 1)[0] not in self.config.models:
             return web.json_response(fmt_cls.error(404, f"The model `{model}` does not exist.", "NotFoundError"),
                                      status=404)
         prompt_tokens = count_prompt_tokens(body)
@@ -264,7 +274,7 @@ class SimServer:
         finish = "length" if n_out == max_tokens else "stop"
         n = next(self._seq)
         rid = request.headers.get("X-Request-Id") or f"sim-{n}"
-        truth = TruthRecord(request_id=rid, api=api, arrival_ns=arrival, prompt_tokens=prompt_tokens)
+        truth = TruthRecord(request_id=rid, api=api, arrival_ns=arrival, model=model, prompt_tokens=prompt_tokens)
         fault = self._pick_fault(n)
         self.requests_total += 1
         if fault is not None:

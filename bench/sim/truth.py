@@ -1,6 +1,7 @@
 """Ground truth: when the simulated endpoint really emitted each token, on the host's monotonic clock.
 
-One JSON line per request: ``request_id`` (the client's ``X-Request-Id``), ``arrival_ns`` (handler entered),
+One JSON line per request: ``request_id`` (the client's ``X-Request-Id``), ``model`` (as sent), ``arrival_ns`` (when
+its first bytes reached the server process),
 ``admitted_ns`` (left the batch queue), ``emit_ns`` (one entry per text-bearing event, taken just before the bytes
 were handed to the socket), ``tokens`` per event, ``prompt_tokens``, ``output_tokens``.
 """
@@ -18,6 +19,7 @@ class TruthRecord:
     request_id: str
     api: str
     arrival_ns: int
+    model: str | None = None
     admitted_ns: int | None = None
     emit_ns: list[int] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)

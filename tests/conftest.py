@@ -1,0 +1,52 @@
+"""Shared test helpers: a real simulated endpoint on loopback, and the CLI run as a user runs it."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.sim import SimConfig, SimThread
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def make_sim():
+    """Start a simulated endpoint (its own event loop in a thread) with the given SimConfig fields."""
+    started: list[SimThread] = []
+
+    def start(**fields) -> SimThread:
+        fields.setdefault("keep_truth", True)
+        sim = SimThread(SimConfig(**fields))
+        sim.start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def bench_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path | None = None):
+    """Run ``python -m bench ARGS`` as a child process, as a user would from a shell."""
+    full_env = dict(os.environ)
+    full_env.pop("OPENAI_API_KEY", None)
+    full_env.pop("ANTHROPIC_API_KEY", None)
+    full_env["COLUMNS"] = "200"
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=timeout,
+                          env=full_env, cwd=cwd or ROOT)
+
+
+@pytest.fixture
+def cli():
+    return bench_cli

@@ -1,0 +1,284 @@
+"""``bench`` driven as a user drives it: a child process, real flags, real files, real signals."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from bench.records import read_records
+from bench.sim import FaultRule
+from conftest import ROOT, run
+
+FAST_SIM = ["--sim-ttft-ms", "5", "--sim-itl-ms", "2", "--output-len", "8", "--input-len", "16"]
+STAT_KEYS = {"mean", "p50", "p90", "p95", "p99", "min", "max"}
+
+
+def test_run_without_base_url_drives_the_simulated_endpoint(cli, tmp_path):
+    out = tmp_path / "run"
+    res = cli("run", "--concurrency", "1,4", "--num-requests", "6", *FAST_SIM, "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    first_line = res.stdout.splitlines()[0]
+    assert first_line.startswith("Started the built-in simulated endpoint at http://127.0.0.1:")
+    assert "Traceback" not in res.stderr
+    for name in ("run.json", "requests.jsonl", "summary.json", "summary.csv"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    levels = summary["levels"]
+    assert [lv["concurrency"] for lv in levels] == [1, 4]
+    for lv in levels:
+        assert lv["requests"] == 6 and lv["ok"] == 6 and lv["errors"] == {}
+        for key in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "per_request_output_tokens_per_s"):
+            assert set(lv[key]) == STAT_KEYS, key
+        for key in ("output_tokens_per_s", "total_tokens_per_s", "requests_per_s"):
+            assert lv[key] > 0
+        assert lv["output_tokens"]["mean"] == 8  # usage from the server, with --output-len 8 and no early stop
+    csv_lines = (out / "summary.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and "ttft_ms_p99" in csv_lines[0]
+    records = list(read_records(out / "requests.jsonl"))
+    assert len(records) == 12
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["status"] == "completed" and run_json["target"]["simulated"] is True
+    assert "c=4" in res.stdout  # the final table
+
+
+def test_summarize_rederives_the_same_summary(cli, tmp_path):
+    out = tmp_path / "run"
+    res = cli("run", "--concurrency", "2", "--num-requests", "6", *FAST_SIM, "--out", str(out), "--no-progress",
+              "--slo", "ttft=1s,tpot=500ms")
+    assert res.returncode == 0, res.stderr
+    original = json.loads((out / "summary.json").read_text())["levels"]
+    (out / "summary.json").unlink()
+    (out / "summary.csv").unlink()
+    res2 = cli("summarize", str(out))
+    assert res2.returncode == 0, res2.stderr
+    again = json.loads((out / "summary.json").read_text())["levels"]
+    for key in ("requests", "ok", "ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "output_tokens_per_s", "goodput"):
+        assert again[0][key] == original[0][key], key
+    assert again[0]["goodput"]["good_requests"] == 6
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--concurrency", "abc"], "--concurrency"),
+    (["--concurrency", "0,10"], "--concurrency"),
+    (["--request-rate", "-1"], "--request-rate"),
+    (["--extra-body", "{bad json"], "--extra-body"),
+    (["--extra-body", "[1, 2]"], "--extra-body"),
+    (["--base-url", "ftp://example.com"], "--base-url"),
+    (["--base-url", "localhost:8000"], "--base-url"),
+    (["--slo", "ttft=fast"], "--slo"),
+    (["--slo", "latency=5s"], "--slo"),
+    (["--input-len", "uniform:500,100"], "--input-len"),
+    (["--output-len", "zero"], "--output-len"),
+    (["--dataset", "/no/such/file.jsonl"], "--dataset"),
+    (["--header", "NoColonHere"], "--header"),
+    (["--fail-on-error-rate", "5"], "--fail-on-error-rate"),
+    (["--api", "openai-responses"], "--api"),
+    (["--num-requests", "5", "--duration", "10"], "--num-requests"),
+    (["--concurrency", "1,10", "--request-rate", "5"], "--concurrency"),
+])
+def test_bad_flags_get_one_clear_sentence_and_exit_2(cli, argv, flag):
+    res = cli("run", *argv)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert flag in res.stderr
+    assert "error:" in res.stderr
+
+
+def test_bad_dataset_names_the_line(cli, tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "hello"}\n{"prompt": \n')
+    res = cli("run", "--dataset", str(data))
+    assert res.returncode == 2 and "line 2" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unknown_model_fails_before_any_load_with_the_closest_names(make_sim, cli, tmp_path):
+    sim = make_sim(models=("deepseek-r1", "deepseek-v3", "qwen2.5-72b-instruct"))
+    res = cli("run", "--base-url", sim.url, "--model", "deepseek-r2", "--results-dir", str(tmp_path))
+    assert res.returncode == 1
+    text = res.stdout + res.stderr
+    assert "deepseek-r1" in text and "deepseek-v3" in text
+    assert "Traceback" not in text
+    assert sim.server.requests_total == 0  # not one generation request was sent
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_suffix_is_checked_without_it_and_sent_with_it(make_sim, cli, tmp_path):
+    sim = make_sim(models=("deepseek-r1",), ttft_ms=5, itl_ms=1)
+    res = cli("run", "--base-url", sim.url + "/chat/completions", "--model", "deepseek-r1?search", "--concurrency",
+              "1", "--num-requests", "2", "--output-len", "4", "--out", str(tmp_path / "r"), "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert {t.model for t in sim.server.truth.records.values()} == {"deepseek-r1?search"}
+    # the pasted endpoint URL was normalised to the API base and the URL actually used is printed
+    assert f"Target: {sim.url}/chat/completions" in res.stdout
+
+
+def test_anthropic_url_implies_the_api_and_uses_its_key_variable(make_sim, cli, tmp_path):
+    sim = make_sim(api_key="sk-ant-test-9876", ttft_ms=5, itl_ms=1)
+    res = cli("run", "--base-url", sim.url + "/messages", "--concurrency", "1", "--num-requests", "2",
+              "--output-len", "4", "--out", str(tmp_path / "r"), "--no-progress",
+              env={"ANTHROPIC_API_KEY": "sk-ant-test-9876"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "--api anthropic-messages" in res.stdout
+    assert {t.api for t in sim.server.truth.records.values()} == {"anthropic-messages"}
+
+
+def _all_text(folder: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
+
+
+def test_api_key_never_appears_in_results_or_output(make_sim, cli, tmp_path):
+    secret = "sk-secret-0123456789abcdef"
+    sim = make_sim(api_key=secret, ttft_ms=5, itl_ms=1)
+    out = tmp_path / "r"
+    res = cli("run", "--base-url", sim.url, "--concurrency", "2", "--num-requests", "4", "--output-len", "4",
+              "--out", str(out), "--header", "X-Api-Key:" + secret, "--no-progress", env={"OPENAI_API_KEY": secret})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert secret not in res.stdout + res.stderr
+    assert secret not in _all_text(out)
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["target"]["api_key_set"] is True
+    assert run_json["target"]["headers"] == {"X-Api-Key": "<redacted>"}
+
+
+def test_a_server_that_echoes_the_key_in_its_error_does_not_leak_it(cli, tmp_path):
+    """Some providers quote the key they rejected; neither the console nor the records may repeat it."""
+    secret = "sk-leaky-key-424242"
+
+    async def models(request):
+        return web.json_response({"data": [{"id": "m"}]})
+
+    async def chat(request):
+        key = request.headers.get("Authorization", "")[len("Bearer "):]
+        return web.json_response({"error": {"message": f"Incorrect API key provided: {key}"}}, status=401)
+
+    from bench.sim.process import SimThread  # noqa: F401 - same threading approach, hand-written app
+    import asyncio
+    import threading
+
+    ready = threading.Event()
+    box = {}
+
+    def serve():
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_get("/v1/models", models)
+        app.router.add_post("/v1/chat/completions", chat)
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        box["port"] = site._server.sockets[0].getsockname()[1]
+        box["loop"] = loop
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        out = tmp_path / "r"
+        res = cli("run", "--base-url", f"http://127.0.0.1:{box['port']}", "--model", "m", "--concurrency", "4",
+                  "--num-requests", "40", "--out", str(out), "--no-progress", "--api-key", secret)
+    finally:
+        box["loop"].call_soon_threadsafe(box["loop"].stop)
+        thread.join(5)
+    assert res.returncode == 1  # stopped on the auth failure
+    assert "credentials" in res.stdout + res.stderr
+    assert secret not in res.stdout + res.stderr
+    assert secret not in _all_text(out)
+    records = list(read_records(out / "requests.jsonl"))
+    # at most the 4 first requests went out; those still in flight when the first 401 came back were cancelled
+    assert 1 <= len(records) <= 4
+    assert {r.error_class for r in records} <= {"auth", "cancelled"} and any(r.error_class == "auth" for r in records)
+
+
+def test_fail_on_error_rate_sets_the_exit_status(make_sim, cli, tmp_path):
+    sim = make_sim(ttft_ms=2, itl_ms=1, faults=(FaultRule("status", status=500, probability=0.5),), seed=1)
+    args = ["run", "--base-url", sim.url, "--concurrency", "2", "--num-requests", "30", "--output-len", "3",
+            "--no-progress"]
+    gated = cli(*args, "--out", str(tmp_path / "a"), "--fail-on-error-rate", "0.1")
+    assert gated.returncode == 3, gated.stdout + gated.stderr
+    assert "fail-on-error-rate" in gated.stdout + gated.stderr
+    ungated = cli(*args, "--out", str(tmp_path / "b"))
+    assert ungated.returncode == 0
+    lv = json.loads((tmp_path / "b" / "summary.json").read_text())["levels"][0]
+    assert lv["errors"] == {"server_error": lv["requests"] - lv["ok"]} and 0 < lv["ok"] < 30
+
+
+def _start_run(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    out = tmp_path / "run"
+    env = dict(os.environ, COLUMNS="200")
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--concurrency", "4", "--duration", "60",
+                             "--sim-ttft-ms", "5", "--sim-itl-ms", "10", "--output-len", "10", "--out", str(out),
+                             "--no-progress", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+    requests = out / "requests.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if requests.exists() and len(requests.read_bytes().splitlines()) >= 8:
+            return proc, out
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("the run produced no records")
+
+
+def test_ctrl_c_keeps_every_record_and_writes_the_summary(tmp_path):
+    proc, out = _start_run(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    records = list(read_records(out / "requests.jsonl"))
+    assert len(records) >= 8 and all(r.error_class is None for r in records)  # in-flight ones were let finish
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["levels"][0]["requests"] == len(records)
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_a_killed_run_keeps_its_records_and_can_be_summarized(tmp_path, cli):
+    proc, out = _start_run(tmp_path)
+    proc.kill()  # SIGKILL: no handler runs, no summary is written
+    proc.communicate(timeout=30)
+    records = list(read_records(out / "requests.jsonl"))
+    assert len(records) >= 8
+    assert not (out / "summary.json").exists()
+    res = cli("summarize", str(out))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["levels"][0]["ok"] == sum(1 for r in records if r.error_class is None and not r.warmup)
+
+
+def test_no_gpu_is_one_clear_line_and_the_run_goes_on(cli, tmp_path):
+    res = cli("run", "--concurrency", "1", "--num-requests", "2", *FAST_SIM, "--out", str(tmp_path / "r"),
+              "--no-progress")
+    assert res.returncode == 0
+    gpu_lines = [line for line in res.stdout.splitlines() if "GPU" in line and "skipped" in line]
+    assert len(gpu_lines) == 1, res.stdout
+
+
+def test_selftest_runs_and_reports_against_the_truth(cli, tmp_path):
+    out = tmp_path / "selftest.json"
+    res = cli("selftest", "--concurrency", "2", "--itl-ms", "2", "--rounds", "1", "--output-len", "10",
+              "--json", str(out), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = json.loads(out.read_text())
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["ok"] == 30 and row["concurrency"] == 2
+    assert row["true_itl_mean_ms"] >= 2.0
+    assert abs(row["itl_err_mean_ms"]) < 1.0  # measured and true inter-token gaps agree
+    assert row["throughput_pct"] > 90
+
+
+def test_help_and_no_command(cli):
+    assert cli("--help").returncode == 0
+    res = cli()
+    assert res.returncode == 2 and "run" in res.stdout
