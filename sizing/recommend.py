@@ -8,7 +8,7 @@ quantizations that fit under `alternatives`. A plan that does not fit says what 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sizing.engines import Engine, load_engines, load_interconnects, resolve_engine
 from sizing.errors import SizingError
@@ -19,6 +19,7 @@ from sizing.launch import launch_command
 from sizing.layout import Layout
 from sizing.models import ModelEntry, resolve_model
 from sizing.plan import (
+    MAX_GPUS,
     Evaluation,
     Setup,
     Workload,
@@ -159,7 +160,10 @@ def _evaluate(setup: Setup, workload: Workload, gpus: int | None) -> tuple[Evalu
     found = search(setup, workload)
     if found is not None:
         return found, True
-    return evaluate(setup, workload, Layout(tp=1, pp=1)), True
+    single = evaluate(setup, workload, Layout(tp=1, pp=1))
+    if not single.support.ok:
+        return single, True
+    return replace(single, reason=f"no layout of up to {MAX_GPUS} GPUs fits; on one GPU {single.reason}"), True
 
 
 def _alternative(setup: Setup, workload: Workload, gpus: int | None) -> dict | None:

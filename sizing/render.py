@@ -46,7 +46,7 @@ def render_plan(plan: Plan) -> str:
     ev = plan.evaluation
     setup, m = ev.setup, ev.memory
     status = "fits" if plan.fits else f"DOES NOT FIT: {plan.reason}"
-    count = "minimum" if plan.evaluation.fits and plan.searched else "given"
+    count = ("minimum" if plan.fits else "searched") if plan.searched else "given"
     title = (f"{setup.model.key} on {ev.gpus} x {setup.gpu.name} ({count}) - {setup.quant.key}, {setup.engine.name}, "
              f"{_layout(plan)} - {status}")
     shape = (f"request: {ev.workload.input_len:,} in + {ev.workload.output_len:,} out tokens, "
