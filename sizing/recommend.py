@@ -64,7 +64,7 @@ class Request:
     max_num_seqs: int | None = None
     price_per_hour_usd: float | None = None
     api_price_per_million_usd: float | None = None
-    alternatives: bool = True
+    alternatives: bool = True       # list other quantizations that fit even when this plan fits (default quant)
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,7 @@ def build_plan(model: ModelEntry, gpu: Gpu, req: Request, table: FactorTable | N
     engine = engine_for(quant, engine_choice)
     setup = _setup(model, gpu, quant, kv, engine, req, table)
     ev, searched = _evaluate(setup, workload, req.gpus)
-    want = (not explicit or not ev.fits) if req.alternatives else (not ev.fits and not explicit)
+    want = not ev.fits or (req.alternatives and not explicit)   # what else fits: always when this does not
     alts = alternatives(model, gpu, quant, kv, req, workload, table, engine_choice) if want else []
     be = None
     if req.api_price_per_million_usd is not None and ev.price_per_hour_usd is not None and ev.fits:
@@ -275,6 +275,6 @@ def recommend(req: Request, table: FactorTable | None = None) -> Recommendation:
         if kv_support(resolve_kv_dtype(req.kv_dtype), gpu) is not None:
             skipped.append(f"{gpu.key}: {kv_support(resolve_kv_dtype(req.kv_dtype), gpu)}")
             continue
-        plans.append(build_plan(model, gpu, Request(**{**req.__dict__, "gpu": gpu.key, "alternatives": False}), table))
+        plans.append(build_plan(model, gpu, replace(req, gpu=gpu.key, alternatives=False), table))
     plans.sort(key=_sort_key)
     return Recommendation(model=model, plans=tuple(plans), single_gpu=False, notes=tuple(skipped))
