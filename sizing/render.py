@@ -182,7 +182,7 @@ def render_validation(rows: Sequence[ValidationRow], summary: Summary) -> str:
         scored = "" if r.scored else "not scored"
         body.append([r.id, r.check, r.label, f"{measured} {r.unit}", predicted, _pct(r.error_pct),
                      _pct(r.loo_error_pct), status or scored, r.group])
-    text = table(["id", "check", "case", "measured", "predicted", "error", "LOO error", "", "fitted in"], body,
+    text = table(["id", "check", "case", "measured", "predicted", "error", "LOO error", "result", "fitted in"], body,
                  right=(3, 4, 5, 6))
     s = summary
     lines = [text, "",
