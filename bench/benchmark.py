@@ -41,12 +41,19 @@ class SimOptions:
     max_batch: int | None = 64
     jitter: float = 0.1
     model: str = "gpucap-sim"
+    gpu: str | None = None  # emulate this card (with model a sizing model): see bench/sim/engine.py
+    gpus: int | None = None
+    quant: str | None = None
 
     def args(self) -> list[str]:
         out = ["--model", self.model, "--ttft-ms", f"{self.ttft_ms:g}", "--itl-ms", f"{self.itl_ms:g}",
                "--itl-per-running-ms", f"{self.itl_per_running_ms:g}", "--jitter", f"{self.jitter:g}"]
         if self.max_batch:
             out += ["--max-batch", str(self.max_batch)]
+        if self.gpu:
+            out += ["--gpu", self.gpu]
+            out += ["--gpus", str(self.gpus)] if self.gpus else []
+            out += ["--quant", self.quant] if self.quant else []
         return out
 
 
@@ -237,8 +244,12 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
             sim = SimProcess(config.sim.args(), cpu=_sim_cpu())
             base = await asyncio.get_running_loop().run_in_executor(None, sim.start)
             server_pid = sim.pid
-            observer.note(f"Started the built-in simulated endpoint at {base} (pid {sim.pid}); "
-                          "no --base-url was given, so nothing real is measured")
+            what = "the built-in simulated endpoint"
+            if config.sim.gpu:
+                what += (f", emulating {config.sim.model} on {config.sim.gpus or 'the fewest'} x {config.sim.gpu} "
+                         "with sizing's performance model,")
+            observer.note(f"Started {what} at {base} (pid {sim.pid}); no --base-url was given, so nothing real is "
+                          "measured")
         else:
             base = config.base_url
         url = normalize(base)

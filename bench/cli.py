@@ -218,10 +218,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--sim-ttft-ms", type=positive_float, default=100.0)
     s.add_argument("--sim-itl-ms", type=positive_float, default=20.0)
     s.add_argument("--sim-max-batch", type=positive_int, default=64)
+    s.add_argument("--sim-model", metavar="MODEL", help="rehearse a deployment: emulate this model (a sizing "
+                   "name, e.g. r1-671b) ...")
+    s.add_argument("--sim-gpu", metavar="GPU", help="... on this card (e.g. a100-40g), with sizing's performance model")
+    s.add_argument("--sim-gpus", type=positive_int, metavar="N", help="... and this many cards (default: the minimum)")
+    s.add_argument("--sim-quant", metavar="QUANT", help="... in this quantization")
 
 
 def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
-    from .benchmark import BenchConfig, SimOptions, TelemetryOptions
+    from .benchmark import BenchConfig, TelemetryOptions
     from .runner import LoadLevel
     from .workload import LengthSpec
 
@@ -263,11 +268,31 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
         output_len=args.output_len, prefix_len=args.prefix_len, dataset=dataset, slo=args.slo, out_dir=args.out,
         results_dir=args.results_dir, label=args.label, hardware=args.hardware,
         fail_on_error_rate=args.fail_on_error_rate,
-        sim=SimOptions(ttft_ms=args.sim_ttft_ms, itl_ms=args.sim_itl_ms, max_batch=args.sim_max_batch),
+        sim=_sim_options(args, parser),
         telemetry=TelemetryOptions(enabled=not args.no_telemetry, sample_interval_s=args.sample_interval,
                                    gpus=args.gpus, server_pid=args.server_pid,
                                    server_metrics_url=args.server_metrics),
     )
+
+
+def _sim_options(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    from .benchmark import SimOptions
+
+    if bool(args.sim_model) != bool(args.sim_gpu) or ((args.sim_gpus or args.sim_quant) and not args.sim_gpu):
+        parser.error("--sim-model and --sim-gpu go together (e.g. --sim-model r1-671b --sim-gpu a100-40g)")
+    if args.sim_gpu and args.base_url:
+        parser.error("--sim-gpu emulates a deployment with the built-in simulated endpoint; drop --base-url")
+    if not args.sim_gpu:
+        return SimOptions(ttft_ms=args.sim_ttft_ms, itl_ms=args.sim_itl_ms, max_batch=args.sim_max_batch)
+    from sizing.api import SizingError, plan
+    try:  # fail here, with sizing's sentence, rather than in the child process
+        p = plan(args.sim_model, args.sim_gpu, quant=args.sim_quant, gpus=args.sim_gpus)
+    except SizingError as e:
+        parser.error(f"--sim-{str(e.flag).lstrip('-')}: {e}")
+    if not p.fits:
+        parser.error(f"--sim-gpus: {p.reason}")
+    return SimOptions(model=args.sim_model, gpu=args.sim_gpu, gpus=args.sim_gpus, quant=args.sim_quant,
+                      max_batch=None, jitter=0.0)
 
 
 def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -341,6 +366,12 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
                    help="inject faults: KIND[:STATUS][@PROB][+AFTER_TOKENS], kinds status, cut, malformed, "
                         "stream_error, hang (repeatable)")
     p.add_argument("--record-truth", metavar="FILE", help="append each token's true emission time (JSONL)")
+    e = p.add_argument_group("emulate a deployment (uses sizing's performance model; timing flags above are then "
+                             "ignored)")
+    e.add_argument("--gpu", help="card to emulate, e.g. a100-40g; then --model is a sizing model, e.g. r1-671b")
+    e.add_argument("--gpus", type=positive_int, help="number of cards (default: the smallest that fits)")
+    e.add_argument("--quant", help="quantization (default: the model's released precision)")
+    e.add_argument("--max-num-seqs", type=positive_int, default=256, help="requests the engine runs at once")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -351,13 +382,30 @@ def cmd_sim(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .sim import SimConfig, SimServer
     from .sim.process import READY_PREFIX
 
-    config = SimConfig(models=tuple(args.model or ["gpucap-sim"]), ttft_ms=args.ttft_ms, itl_ms=args.itl_ms,
+    engine = None
+    models = tuple(args.model or ["gpucap-sim"])
+    if args.gpu or args.gpus or args.quant:
+        if not args.gpu or not args.model:
+            parser.error("--gpu and --model are both needed to emulate a deployment (e.g. --model r1-671b --gpu "
+                         "a100-40g)")
+        from sizing.api import SizingError
+
+        from .sim.engine import spec_from_sizing
+        try:
+            engine = spec_from_sizing(args.model[0], args.gpu, args.gpus, args.quant, args.max_num_seqs)
+        except SizingError as e:
+            parser.error(f"{e.flag if str(e.flag).startswith('--') else '--' + str(e.flag)}: {e}")
+        hf_id = (engine.plan or {}).get("hf_id")
+        models = tuple(dict.fromkeys([*models, *([hf_id] if hf_id else [])]))
+        print(f"emulating {engine.label}", file=sys.stderr, flush=True)
+    config = SimConfig(models=models, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms,
                        itl_per_running_ms=args.itl_per_running_ms, jitter=args.jitter,
                        tokens_per_chunk=args.tokens_per_chunk, max_batch=args.max_batch,
                        default_max_tokens=args.default_max_tokens, natural_len=args.natural_len,
                        reasoning_tokens=args.reasoning_tokens, reasoning_style=args.reasoning_style,
-                       max_model_len=args.max_model_len, api_key=args.api_key, faults=tuple(args.fault),
-                       seed=args.seed, truth_path=args.record_truth)
+                       max_model_len=(engine.max_model_len if engine and engine.max_model_len else args.max_model_len),
+                       api_key=args.api_key, faults=tuple(args.fault),
+                       seed=args.seed, truth_path=args.record_truth, engine=engine)
 
     async def serve() -> None:
         server = SimServer(config)

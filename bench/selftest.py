@@ -60,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=3, help="requests per level = rounds x concurrency (min 30)")
     p.add_argument("--json", type=Path, help="also write the table as JSON here")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
+    p.add_argument("--telemetry-check", action="store_true",
+                   help="also run c=100 at 10 ms twice without and twice with the telemetry sampler (every 0.1 s)")
 
 
 @dataclass
@@ -133,7 +135,7 @@ def compare(records: list[RequestRecord], truth: dict[str, dict], cpu_s: float, 
     }
 
 
-async def _run_level(url: str, concurrency: int, n: int, args) -> tuple[list[RequestRecord], float, float]:
+async def _run_level(url: str, concurrency: int, n: int, args, sampler=None) -> tuple[list[RequestRecord], float, float]:
     target = Target(url, APIS["openai-chat"], "gpucap-sim", continuous_usage=True,
                     extra_body={"ignore_eos": True})
     prompts = synthetic_prompts(np.random.default_rng(0), n, LengthSpec("fixed", args.input_len),
@@ -145,10 +147,51 @@ async def _run_level(url: str, concurrency: int, n: int, args) -> tuple[list[Req
         # one untimed request per connection first, so connection set-up is not part of the measurement
         warm = LoadLevel("warm", concurrency, num_requests=concurrency)
         await runner.run_level(session, 0, warm)
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        result = await runner.run_level(session, 1, level)
-        cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - t0
+        if sampler is not None:
+            sampler.start()
+        try:
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            result = await runner.run_level(session, 1, level)
+            cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - t0
+        finally:
+            if sampler is not None:
+                sampler.stop()
     return result.records, cpu_s, wall_s
+
+
+def telemetry_check(args, progress=print) -> list[dict[str, Any]]:
+    """The same level (c=100, 10 ms) without and with the telemetry sampler running (every 0.1 s, watching the
+    simulator's process and /metrics): the sampler must not move the client's measurements."""
+    from .telemetry import Sampler, TelemetryConfig
+
+    rows = []
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    sim_cpu = cpus[-1] if len(cpus) >= 2 else None
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[0]})
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            truth_path = Path(tmp) / "truth.jsonl"
+            sim = SimProcess(["--ttft-ms", f"{args.ttft_ms:g}", "--itl-ms", "10", "--record-truth", str(truth_path),
+                              "--max-model-len", "1000000"], cpu=sim_cpu)
+            with sim:
+                root = sim.url.rsplit("/v1", 1)[0]
+                for with_sampler in (False, True, False, True):
+                    sampler = None
+                    if with_sampler:
+                        config = TelemetryConfig(sample_interval_s=0.1, server_pid=sim.pid,
+                                                 server_metrics_url=root + "/metrics")
+                        sampler = Sampler(config, Path(tmp) / "samples.csv", note=lambda _m: None)
+                    records, cpu_s, wall_s = aio.run(_run_level(sim.url, 100, 300, args, sampler))
+                    time.sleep(0.2)
+                    row = compare(records, read_truth(truth_path), cpu_s, wall_s, 100, 10.0)
+                    row["telemetry"] = with_sampler
+                    rows.append(row)
+                    progress(row)
+    finally:
+        if len(cpus) >= 2:
+            os.sched_setaffinity(0, set(cpus))
+    return rows
 
 
 def run_selftest(concurrencies: list[int], itls: list[float], args, progress=print) -> list[dict[str, Any]]:
@@ -259,6 +302,14 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         console.print(table)
     for line in verdicts(rows):
         console.print(line, markup=False)
+    if args.telemetry_check:
+        console.print("telemetry check: c=100, 10 ms between tokens, sampler off/on/off/on (every 0.1 s)")
+        checks = telemetry_check(args, progress=lambda r: None)
+        for r in checks:
+            console.print(f"  sampler {'on ' if r['telemetry'] else 'off'}: ITL err mean {_cell(r['itl_err_mean_ms'], 3)} "
+                          f"p99 {_cell(r['itl_err_p99_ms'], 3)} ms, event delay p99 {_cell(r['event_delay_p99_ms'], 3)} "
+                          f"ms, TTFT err mean {_cell(r['ttft_err_mean_ms'], 2)} ms", markup=False)
+        rows += checks
     if args.json:
         import json
         args.json.write_text(json.dumps(rows, indent=2))

@@ -282,3 +282,28 @@ def test_help_and_no_command(cli):
     assert cli("--help").returncode == 0
     res = cli()
     assert res.returncode == 2 and "run" in res.stdout
+
+
+def test_rehearsing_a_deployment_that_does_not_fit_or_does_not_exist(cli):
+    res = cli("run", "--sim-model", "r1-671b", "--sim-gpu", "a100-40g", "--sim-gpus", "2")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--sim-gpus" in res.stderr
+    typo = cli("run", "--sim-model", "r1-671b", "--sim-gpu", "a100-4g")
+    assert typo.returncode == 2 and "--sim-gpu" in typo.stderr and "a100-40g" in typo.stderr
+    alone = cli("run", "--sim-gpu", "a100-40g")
+    assert alone.returncode == 2 and "--sim-model" in alone.stderr
+    sim = cli("sim", "--model", "no-such-model", "--gpu", "h100")
+    assert sim.returncode == 2 and "--model" in sim.stderr and "Traceback" not in sim.stderr
+
+
+def test_rehearsing_a_deployment_end_to_end(cli, tmp_path):
+    out = tmp_path / "r"
+    res = cli("run", "--sim-model", "qwen2.5-7b", "--sim-gpu", "a10", "--concurrency", "1,4", "--num-requests", "4",
+              "--output-len", "8", "--input-len", "64", "--ignore-eos", "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "emulating qwen2.5-7b on the fewest x a10" in res.stdout.splitlines()[0]
+    levels = json.loads((out / "summary.json").read_text())["levels"]
+    # an A10 reads 7.6B bf16 weights (15 GB) at 600 GB/s: tens of ms per token, a few tens of tokens/s per request
+    per_req = levels[0]["per_request_output_tokens_per_s"]["mean"]
+    assert 5 < per_req < 60
+    assert levels[1]["output_tokens_per_s"] > levels[0]["output_tokens_per_s"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,4 @@ class SimConfig:
     seed: int = 0
     truth_path: str | None = None  # append the true emission time of every token here (JSONL)
     keep_truth: bool = False  # also keep truth records in memory (tests)
+    engine: Any = None  # an engine.EngineSpec: emulate a model on a GPU deployment (timing knobs above then unused)

@@ -85,52 +85,67 @@ class Emitter:
 
     def _emit(self, s: Stream, now: int) -> bool:
         """Write every event of ``s`` that is due; True while the stream has more to send."""
-        if s.transport.is_closing():
-            s.outcome = "disconnected"
-            s.truth.output_tokens = s.sent_tokens
-            _resolve(s)
-            return False
-        parts = [s.start] if s.start else []
-        s.start = b""
-        first = s.index
-        events = s.events
-        fault_at = s.fault_at_tokens
-        while s.index < len(events) and s.due_ns <= now + BATCH_NS:
-            kind, text, n = events[s.index]
-            s.sent_tokens += n
-            parts.append(s.fmt.token(text, kind, s.sent_tokens))
-            s.index += 1
-            s.due_ns += s.step_ns()
-            if fault_at is not None and s.sent_tokens >= fault_at:
-                break
+        horizon = now + BATCH_NS
+
+        def due(stream: Stream) -> bool:
+            if stream.due_ns > horizon:
+                return False
+            stream.due_ns += stream.step_ns()
+            return True
+
+        return write_events(s, due, self._on_tokens)
+
+
+def write_events(s: Stream, take: Callable[[Stream], bool], on_tokens: Callable[[int], None] | None) -> bool:
+    """Write the next events of ``s`` in one socket write, while ``take(s)`` says so; then the stream's end, or its
+    injected fault, when it is reached. Returns True while the stream has more to send."""
+    if s.transport is None or s.transport.is_closing():
+        s.outcome = "disconnected"
+        s.truth.output_tokens = s.sent_tokens
+        _resolve(s)
+        return False
+    parts = [s.start] if s.start else []
+    s.start = b""
+    first = s.index
+    events = s.events
+    fault_at = s.fault_at_tokens
+    while s.index < len(events) and take(s):
+        kind, text, n = events[s.index]
+        s.sent_tokens += n
+        parts.append(s.fmt.token(text, kind, s.sent_tokens))
+        s.index += 1
+        if fault_at is not None and s.sent_tokens >= fault_at:
+            break
+    emitted = s.index - first
+    if emitted:
         emit = perf_counter_ns()
         s.transport.write(frame(b"".join(parts)))
-        emitted = s.index - first
         s.truth.emit_ns.extend([emit] * emitted)
         s.truth.tokens.extend(events[j][2] for j in range(first, s.index))
-        if self._on_tokens is not None:
-            self._on_tokens(sum(events[j][2] for j in range(first, s.index)))
-        if fault_at is not None and s.sent_tokens >= fault_at:
-            self._fault(s)
-            return False
-        if s.index >= len(events):
-            s.transport.write(frame(s.fmt.end(s.finish_reason, s.sent_tokens)))
-            s.truth.output_tokens = s.sent_tokens
-            _resolve(s)
-            return False
-        return True
-
-    def _fault(self, s: Stream) -> None:
+        if on_tokens is not None:
+            on_tokens(sum(events[j][2] for j in range(first, s.index)))
+    if fault_at is not None and s.sent_tokens >= fault_at:
+        _fault(s)
+        return False
+    if s.index >= len(events):
+        s.transport.write(frame(s.fmt.end(s.finish_reason, s.sent_tokens)))
         s.truth.output_tokens = s.sent_tokens
-        s.outcome = s.fault_kind or "ok"
-        if s.fault_kind == "cut":
-            # close without the chunked terminator: the client sees the stream end early
-            s.transport.close()
-        elif s.fault_kind == "malformed":
-            s.transport.write(frame(b'data: {"id": "broken", "choices": [{"delta": {"content": "x"\n\n'))
-        elif s.fault_kind == "stream_error":
-            s.transport.write(frame(s.fmt.stream_error("simulated failure during generation")))
         _resolve(s)
+        return False
+    return True
+
+
+def _fault(s: Stream) -> None:
+    s.truth.output_tokens = s.sent_tokens
+    s.outcome = s.fault_kind or "ok"
+    if s.fault_kind == "cut":
+        # close without the chunked terminator: the client sees the stream end early
+        s.transport.close()
+    elif s.fault_kind == "malformed":
+        s.transport.write(frame(b'data: {"id": "broken", "choices": [{"delta": {"content": "x"\n\n'))
+    elif s.fault_kind == "stream_error":
+        s.transport.write(frame(s.fmt.stream_error("simulated failure during generation")))
+    _resolve(s)
 
 
 def _resolve(s: Stream) -> None:

@@ -24,6 +24,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .config import FaultRule, SimConfig
 from .emitter import Emitter, Stream
+from .engine import Engine, NullTransport
 from .formats import FORMATS, Ctx
 from .truth import TruthLog, TruthRecord
 
@@ -106,6 +107,7 @@ class SimServer:
         self.generation_tokens_total = 0
         self.port: int | None = None
         self._emitter = Emitter(on_tokens=self._count_tokens)
+        self.engine = Engine(config.engine, on_tokens=self._count_tokens) if config.engine is not None else None
 
     def _count_tokens(self, n: int) -> None:
         self.generation_tokens_total += n
@@ -120,6 +122,7 @@ class SimServer:
         app.router.add_get("/version", self._version)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/sim/plan", self._plan)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -164,22 +167,39 @@ class SimServer:
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def _plan(self, request: web.Request) -> web.Response:
+        """The sizing plan an engine-emulating simulator follows (404 in plain mode)."""
+        if self.engine is None:
+            return web.json_response({"error": "not emulating a deployment (start with --gpu)"}, status=404)
+        return web.json_response({"label": self.engine.spec.label, "plan": self.engine.spec.plan})
+
     async def _metrics(self, request: web.Request) -> web.Response:
         """A few of vLLM's Prometheus metrics, with the simulator's real counts (names as vLLM exports them)."""
         model = self.config.models[0]
         lbl = f'{{model_name="{model}"}}'
+        running, waiting = self.running, self.waiting
+        if self.engine is not None:
+            running, waiting = self.engine.stats.running, self.engine.stats.waiting
         lines = [
             "# HELP vllm:num_requests_running Number of requests in model execution batches.",
-            "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{lbl} {self.running}",
+            "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{lbl} {running}",
             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
-            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{lbl} {self.waiting}",
+            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{lbl} {waiting}",
             "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.",
             "# TYPE vllm:prompt_tokens_total counter", f"vllm:prompt_tokens_total{lbl} {self.prompt_tokens_total}",
             "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
             "# TYPE vllm:generation_tokens_total counter",
             f"vllm:generation_tokens_total{lbl} {self.generation_tokens_total}",
         ]
-        if self.config.max_batch:
+        if self.engine is not None:
+            stats = self.engine.stats
+            usage = stats.kv_used_tokens / max(self.engine.spec.kv_capacity_tokens, 1)
+            lines += ["# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
+                      "# TYPE vllm:kv_cache_usage_perc gauge", f"vllm:kv_cache_usage_perc{lbl} {usage}",
+                      "# HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.",
+                      "# TYPE vllm:num_preemptions_total counter",
+                      f"vllm:num_preemptions_total{lbl} {stats.preemptions}"]
+        elif self.config.max_batch:
             usage = self.running / self.config.max_batch
             lines += ["# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
                       "# TYPE vllm:kv_cache_usage_perc gauge", f"vllm:kv_cache_usage_perc{lbl} {usage}"]
@@ -290,6 +310,12 @@ class SimServer:
                   continuous_usage=bool(options.get("continuous_usage_stats")),
                   reasoning_style=self.config.reasoning_style)
         fmt = fmt_cls(ctx)
+        if self.engine is not None:
+            self.prompt_tokens_total += prompt_tokens
+            try:
+                return await self._engine_request(request, fmt, truth, n_out, finish, fault, body.get("stream"))
+            finally:
+                self.truth.add(truth)
         self.waiting += 1
         if self._slots is not None:
             await self._slots.acquire()
@@ -326,6 +352,47 @@ class SimServer:
         cfg = self.config
         itl_ms = cfg.itl_ms + cfg.itl_per_running_ms * self.running
         return int(itl_ms * 1e6 * cfg.tokens_per_chunk * self._factor())
+
+    async def _engine_request(self, request: web.Request, fmt, truth: TruthRecord, n_out: int, finish: str,
+                              fault: FaultRule | None, stream: bool) -> web.StreamResponse:
+        """Generate through the emulated engine: its steps decide when each token exists."""
+        resp = None
+        transport = NullTransport()
+        start = b""
+        if stream:
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
+                                                           "Cache-Control": "no-cache"})
+            await resp.prepare(request)
+            start = fmt.start()
+            if start and fmt.start_early:
+                await resp.write(start)
+                start = b""
+            transport = request.transport
+        s = Stream(fmt=fmt, events=self._plan_events(n_out), truth=truth, transport=transport,
+                   step_ns=lambda: 0, finish_reason=finish, due_ns=0,
+                   fault_kind=fault.kind if fault is not None else None,
+                   fault_at_tokens=fault.after_tokens if fault is not None else None, start=start)
+        truth.admitted_ns = perf_counter_ns()
+        self.engine.submit(s, truth.prompt_tokens)
+        try:
+            outcome = await s.done
+        except asyncio.CancelledError:
+            transport.close() if isinstance(transport, NullTransport) else None
+            raise
+        if not stream:
+            tokens = self._plan_tokens(n_out)
+            payload = fmt.body("".join(t for k, t in tokens if k == "r"), "".join(t for k, t in tokens if k == "a"),
+                               finish, n_out)
+            truth.emit_ns = [perf_counter_ns()]
+            truth.tokens = [n_out]
+            return web.Response(body=orjson.dumps(payload), content_type="application/json")
+        if outcome in ("cut", "disconnected"):
+            return resp
+        try:
+            await resp.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return resp
 
     async def _whole(self, fmt, truth: TruthRecord, n_out: int, finish: str) -> web.Response:
         n_events = max(1, -(-n_out // self.config.tokens_per_chunk))
