@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bench.records import read_records
 from bench.sim import FaultRule
-from conftest import ROOT, run
+from conftest import ROOT
 
 FAST_SIM = ["--sim-ttft-ms", "5", "--sim-itl-ms", "2", "--output-len", "8", "--input-len", "16"]
 STAT_KEYS = {"mean", "p50", "p90", "p95", "p99", "min", "max"}

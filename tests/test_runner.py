@@ -11,7 +11,6 @@ from bench.apis import APIS
 from bench.client import Target
 from bench.records import RecordWriter, read_records
 from bench.runner import LoadLevel, LoadPlan, RunAborted, Runner, make_session
-from bench.sim import FaultRule
 from bench.summary import summarize_level
 from bench.workload import LengthSpec, synthetic_prompts
 from conftest import run
