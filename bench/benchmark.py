@@ -98,6 +98,9 @@ class BenchConfig:
     fail_on_error_rate: float | None = None
     sim: SimOptions = SimOptions()
     telemetry: TelemetryOptions = TelemetryOptions()
+    launch: str | None = None  # a server command to start (and stop) around the run; needs base_url
+    launch_timeout_s: float = 900.0
+    launch_grace_s: float = 15.0
 
 
 @dataclass
@@ -235,11 +238,38 @@ def level_entry(result: LevelResult, slo: dict[str, float] | None) -> dict[str, 
     return entry
 
 
+async def _launch(config: BenchConfig, observer: Observer) -> tuple[Any, Path]:
+    """Start ``--launch``'s server with its log in a new run folder; wait until it serves (in a thread, so the
+    event loop stays free for Ctrl-C). Returns the server and the run folder."""
+    from .launch import LaunchedServer, parse_command
+
+    model = parse_command(config.launch).get("model")
+    run_dir = config.out_dir or new_run_dir(config.results_dir, config.label or
+                                            (Path(str(model)).name if model else "launch"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    server = LaunchedServer(config.launch, config.base_url, run_dir / "server.log",
+                            ready_timeout_s=config.launch_timeout_s, grace_s=config.launch_grace_s)
+    observer.note(f"Launching: {config.launch}  (log: {run_dir / 'server.log'})")
+    server.start()
+    await asyncio.get_running_loop().run_in_executor(None, server.wait_ready)
+    observer.note(f"Server ready after {server.startup_s:.1f} s (pid {server.pid})")
+    return server, run_dir
+
+
 async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Outcome:
     sim = None
+    launched = None
     simulated = config.base_url is None
     server_pid = None
     try:
+        if config.launch:
+            from .launch import LaunchError
+            try:
+                launched, run_dir = await _launch(config, observer)
+            except LaunchError as e:
+                return Outcome(config.out_dir, [], 1, f"--launch: {e}")
+            config = replace(config, out_dir=run_dir)
+            server_pid = launched.pid
         if simulated:
             sim = SimProcess(config.sim.args(), cpu=_sim_cpu())
             base = await asyncio.get_running_loop().run_in_executor(None, sim.start)
@@ -304,6 +334,10 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
                 **describe_config(config, target, info, simulated, per_level),
                 "phases": [],
             }
+            if launched is not None:
+                engine = await asyncio.get_running_loop().run_in_executor(None, launched.engine_info)
+                engine["launch"]["log"] = "server.log"
+                run_info["server"] = {**run_info["server"], **engine}
             write_json(run_dir / "run.json", run_info)
             observer.note(f"Writing results to {run_dir}")
             writer = RecordWriter(run_dir / "requests.jsonl")
@@ -356,6 +390,9 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
     finally:
         if sim is not None:
             sim.stop()
+        if launched is not None:
+            await asyncio.get_running_loop().run_in_executor(None, launched.stop)
+            observer.note(f"Stopped the launched server (pid {launched.pid}); its log is in the run folder")
 
 
 class _ScrubbingWriter:

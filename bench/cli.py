@@ -173,6 +173,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--continuous-usage", choices=("auto", "on", "off"), default="auto",
                    help="ask for per-chunk usage (vLLM's continuous_usage_stats); auto = when the server is vLLM")
     t.add_argument("--timeout", type=positive_float, default=600.0, metavar="S", help="per-request timeout")
+    t.add_argument("--launch", metavar="CMD", help="start this server command first (vLLM, SGLang, llama.cpp, "
+                   "ollama...), wait until --base-url answers GET /v1/models, stop it afterwards; its log and "
+                   "engine details land in the run folder")
+    t.add_argument("--launch-timeout", type=positive_float, default=900.0, metavar="S",
+                   help="seconds to wait for the launched server")
+    t.add_argument("--launch-grace", type=positive_float, default=15.0, metavar="S",
+                   help="seconds between SIGTERM and SIGKILL when stopping it")
     load = p.add_argument_group("load")
     load.add_argument("--concurrency", type=int_list, metavar="N[,N...]",
                       help="closed-loop levels (default 1,10,100); each is its own phase on the same prompts")
@@ -233,6 +240,11 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
     if args.concurrency and args.request_rate and len(args.concurrency) > 1:
         parser.error("--concurrency takes one value (the in-flight cap) together with --request-rate; "
                      "or use --max-concurrency")
+    if args.launch and not args.base_url:
+        parser.error("--launch needs --base-url: where the launched server will listen "
+                     "(e.g. --base-url http://127.0.0.1:8000)")
+    if args.launch is not None and not args.launch.strip():
+        parser.error("--launch is empty: give the server command, e.g. --launch 'vllm serve MODEL --port 8000'")
     if args.num_requests and args.duration:
         parser.error("--num-requests and --duration exclude each other: give one")
     if args.request_rate:
@@ -268,7 +280,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
         output_len=args.output_len, prefix_len=args.prefix_len, dataset=dataset, slo=args.slo, out_dir=args.out,
         results_dir=args.results_dir, label=args.label, hardware=args.hardware,
         fail_on_error_rate=args.fail_on_error_rate,
-        sim=_sim_options(args, parser),
+        sim=_sim_options(args, parser), launch=args.launch, launch_timeout_s=args.launch_timeout,
+        launch_grace_s=args.launch_grace,
         telemetry=TelemetryOptions(enabled=not args.no_telemetry, sample_interval_s=args.sample_interval,
                                    gpus=args.gpus, server_pid=args.server_pid,
                                    server_metrics_url=args.server_metrics),

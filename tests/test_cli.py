@@ -307,3 +307,76 @@ def test_rehearsing_a_deployment_end_to_end(cli, tmp_path):
     per_req = levels[0]["per_request_output_tokens_per_s"]["mean"]
     assert 5 < per_req < 60
     assert levels[1]["output_tokens_per_s"] > levels[0]["output_tokens_per_s"]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pids_matching(text: str) -> list[int]:
+    import psutil
+    out = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if text in " ".join(proc.info["cmdline"] or []):
+                out.append(proc.info["pid"])
+        except psutil.Error:
+            continue
+    return out
+
+
+def test_launch_starts_measures_and_stops_the_server(cli, tmp_path):
+    port = _free_port()
+    command = f"{sys.executable} -m bench sim --port {port} --ttft-ms 5 --itl-ms 10"
+    out = tmp_path / "r"
+    res = cli("run", "--launch", command, "--base-url", f"http://127.0.0.1:{port}", "--concurrency", "1,4",
+              "--num-requests", "4", "--output-len", "20", "--out", str(out), "--no-progress",
+              "--sample-interval", "0.1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (out / "server.log").is_file()
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["server"]["launch"]["command"] == command
+    assert run_json["server"]["version"] == "gpucap-sim 0.1.0"
+    levels = json.loads((out / "summary.json").read_text())["levels"]
+    assert [lv["ok"] for lv in levels] == [4, 4]
+    # the telemetry watched the launched process: its resident memory was sampled
+    assert levels[0]["telemetry"]["server_res_bytes_peak"] > 10e6
+    assert _pids_matching(f"--port {port}") == []  # nothing left behind
+
+
+def test_launch_of_a_server_that_dies_shows_its_log(cli, tmp_path):
+    port = _free_port()
+    command = f"{sys.executable} -c \"import sys; print('CUDA out of memory, giving up'); sys.exit(3)\""
+    res = cli("run", "--launch", command, "--base-url", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "r"),
+              "--no-progress")
+    assert res.returncode == 1
+    text = res.stdout + res.stderr
+    assert "CUDA out of memory, giving up" in text and "--launch" in text
+    assert "Traceback" not in text
+
+
+def test_ctrl_c_during_a_launched_run_stops_the_server(tmp_path):
+    port = _free_port()
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--launch",
+                             f"{sys.executable} -m bench sim --port {port} --ttft-ms 5 --itl-ms 20",
+                             "--base-url", f"http://127.0.0.1:{port}", "--concurrency", "2", "--duration", "60",
+                             "--output-len", "20", "--out", str(out), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out / "requests.jsonl").exists():
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert _pids_matching(f"--port {port}") == []
+    assert len(list(read_records(out / "requests.jsonl"))) >= 1
+
+
+def test_launch_needs_a_base_url(cli):
+    res = cli("run", "--launch", "vllm serve x")
+    assert res.returncode == 2 and "--base-url" in res.stderr
