@@ -11,7 +11,7 @@ plotted points, in the summary's own units unless the `unit` column says otherwi
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

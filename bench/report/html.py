@@ -21,8 +21,8 @@ from bench import __version__
 
 from .style import png_bytes
 
-SECRET_NAME = re.compile(r"authorization|key|token|secret", re.I)
-SECRET_VALUE = re.compile(r"^\s*(bearer\s+\S|sk-[A-Za-z0-9_-]{6,})", re.I)
+SECRET_NAME = re.compile(r"authorization|key|token|secret", re.IGNORECASE)
+SECRET_VALUE = re.compile(r"^\s*(bearer\s+\S|sk-[A-Za-z0-9_-]{6,})", re.IGNORECASE)
 REDACTED = "<redacted>"
 
 CSS = """
@@ -105,18 +105,18 @@ def render_html(report, pngs: dict[str, bytes] | None = None) -> str:
     """The whole page for a `build.Report`; `pngs` holds already drawn PNGs by chart name (others are drawn)."""
     from .load import where
     place = where(report.runs)
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>gpucap report: "
-             f"{html.escape(place)}</title><style>{CSS}</style></head><body>",
+    parts = [(f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>gpucap report: "
+             f"{html.escape(place)}</title><style>{CSS}</style></head><body>"),
              "<h1>LLM endpoint benchmark report</h1>",
-             f'<p class="where">{html.escape(place)} · made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by gpucap '
-             f"{html.escape(__version__)}</p>",
+             (f'<p class="where">{html.escape(place)} · made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by gpucap '
+             f"{html.escape(__version__)}</p>"),
              "<h2>Runs</h2>", table_html(report.runs_table)]
     if report.notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes) + "</ul>")
     parts += ["<h2>Field table</h2>",
-              "<p>Per level: peak GPU memory (all GPUs), the server process's peak VIRT and RES, mean tokens/s one "
+              ("<p>Per level: peak GPU memory (all GPUs), the server process's peak VIRT and RES, mean tokens/s one "
               "request gets, tokens/s of all requests together, and TTFT. GB = 10<sup>9</sup> bytes; – = not "
-              "measured.</p>", table_html(report.field)]
+              "measured.</p>"), table_html(report.field)]
     seen = set()
     for chart in report.charts:
         section = SECTIONS.get(chart.name.split("_")[0] if chart.name.startswith("timeline") else chart.name,
@@ -129,8 +129,8 @@ def render_html(report, pngs: dict[str, bytes] | None = None) -> str:
                      f'src="data:image/png;base64,{_b64(chart, pngs)}"><figcaption>'
                      f"{html.escape(chart.caption)}</figcaption></figure>")
     levels = report.levels[[c for c in LEVEL_COLUMNS if c in report.levels.columns]]
-    parts += ["<h2>Every level</h2>", "<p>Units in the names: _ms milliseconds, _per_s per second. Definitions: "
-              "docs/metrics.md.</p>", table_html(levels), "<h2>Run configuration</h2>"]
+    parts += ["<h2>Every level</h2>", ("<p>Units in the names: _ms milliseconds, _per_s per second. Definitions: "
+              "docs/metrics.md.</p>"), table_html(levels), "<h2>Run configuration</h2>"]
     for run in report.runs:
         config = json.dumps(redact(run.run), indent=2, ensure_ascii=False)
         parts.append(f"<details><summary>{html.escape(run.name)} — {html.escape(str(run.run_dir))}</summary>"

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .load import RunData
 
-HARDWARE = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?(.+?)\s*$", re.I)
+HARDWARE = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?(.+?)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ Charts: `gpus_needed_chart`, `memory_chart`, `sizing_throughput_chart`, `cost_ch
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd

@@ -14,9 +14,10 @@ from __future__ import annotations
 import base64
 import functools
 import io
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, ParamSpec, Sequence, TypeVar
+from typing import ParamSpec, TypeVar
 
 import matplotlib
 import numpy as np

@@ -99,7 +99,7 @@ def timeline_chart(samples: pd.DataFrame, phases: pd.DataFrame, where: str, name
             ax.legend(loc="upper left", fontsize=7, frameon=True, framealpha=0.8, ncols=min(len(series), 8))
         ax.set_ylabel(unit)
         ax.set_title(panel, loc="left", fontsize=9, pad=14 if k == 0 else 4)
-        low, high = ax.get_ylim()
+        high = ax.get_ylim()[1]
         ax.set_ylim(0, high * (1.25 if len(series) > 1 else 1.08) if high > 0 else 1)
         if unit == "%":
             ax.set_ylim(0, 105 if len(series) == 1 else 125)
