@@ -139,16 +139,29 @@ def test_latency_series_are_the_summary_percentiles_and_slo_lines_are_drawn(runs
     assert any(tuple(line.get_ydata()) == (5.0, 5.0) for line in tpot_ax.get_lines())
 
 
-def test_cdf_curves_cross_the_summary_percentiles(runs, one):
+def test_cdf_curves_are_the_values_the_summary_percentiles_came_from(runs, one):
     data = one.chart("latency_cdf").data
     for level in _summary(runs["a"]):
         for metric in ("ttft_ms", "itl_ms"):
             curve = data[(data["level"] == level["phase"]) & (data["metric"] == metric)]
-            for q, pct in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
-                at = curve[np.isclose(curve["q"], q)]["x"].item()
-                assert at == pytest.approx(level[metric][pct], rel=1e-9), (metric, pct)
+            assert (curve["kind"] == "values").all()  # few values: the exact empirical CDF
+            x = curve["x"].to_numpy()
+            for pct in ("p50", "p90", "p99"):
+                assert np.percentile(x, int(pct[1:])) == pytest.approx(level[metric][pct], rel=1e-12), (metric, pct)
             assert curve["x"].is_monotonic_increasing
-            assert curve["n"].iloc[0] == (level["ok"] if metric == "ttft_ms" else curve["n"].iloc[0])
+            np.testing.assert_allclose(curve["q"], np.arange(1, len(x) + 1) / len(x))
+        assert curve["n"].iloc[0] == len(curve)
+
+
+def test_many_values_are_drawn_through_quantiles_that_cross_the_percentiles_exactly():
+    from bench.report.distributions import cdf_points
+    from bench.stats import describe
+    values = np.random.default_rng(7).lognormal(3.0, 0.5, 5000)
+    x, q, steps = cdf_points(values)
+    assert not steps and len(x) == 401
+    stats = describe(values)
+    for quantile, pct in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
+        assert x[np.isclose(q, quantile)].item() == pytest.approx(stats[pct], rel=1e-12)
 
 
 def test_timeline_series_are_the_samples_and_the_levels_are_shaded(runs, one):
@@ -313,3 +326,30 @@ def test_bad_json_and_a_missing_summary(runs, tmp_path):
     assert any("re-derived" in n for n in report.notes)
     write_report(report, tmp_path / "rep", formats=("png",))
     assert (tmp_path / "rep" / "throughput.png").is_file()
+
+
+def test_failed_requests_are_said_and_a_level_with_no_success_draws_no_empty_axis(make_sim, tmp_path):
+    from bench.sim import FaultRule
+    half = make_sim(ttft_ms=2, itl_ms=1, faults=(FaultRule("status", status=500, probability=0.5),), seed=1)
+    dead = make_sim(ttft_ms=2, itl_ms=1, faults=(FaultRule("status", status=500, probability=1.0),))
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", "run", "--base-url", sim.url, "--concurrency", "2",
+                               "--num-requests", "12", "--output-len", "4", "--no-progress", "--no-telemetry",
+                               "--label", label, "--out", str(tmp_path / label)], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for sim, label in ((half, "half"), (dead, "dead"))]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    half_level = _summary(tmp_path / "half")[0]
+    assert 0 < half_level["ok"] < 12
+    report = build_report(load_runs([tmp_path / "half"]))
+    texts = [t.get_text() for t in report.chart("throughput").figure.axes[0].texts]
+    assert texts == [f"{12 - half_level['ok']}/12 failed"]
+    dead_report = build_report(load_runs([tmp_path / "dead"]))
+    for chart in dead_report.charts:
+        for ax in chart.figure.axes:
+            drawn = ax.get_lines() or ax.texts or ax.patches or ax.collections
+            assert drawn, f"{chart.name}: an empty axis"
+    assert "no request succeeded" in dead_report.chart("throughput").figure.axes[0].texts[0].get_text()
+    write_report(dead_report, tmp_path / "dead-report", formats=("png",))
+    assert (tmp_path / "dead-report" / "latency_cdf.png").is_file()

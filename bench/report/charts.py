@@ -46,6 +46,12 @@ def throughput_chart(levels: pd.DataFrame, where: str, predictions: Sequence[Pre
     fig, axes = style.new_figure(1, 2, width=10.5, height=4.6)
     panels = (("output_tokens_per_s", "aggregate output tokens/s", "all requests together"),
               ("per_request_output_tokens_per_s_mean", "output tokens/s per request (mean)", "what one user sees"))
+    # runs with the same plan and token counts share one prediction: one grey line, not several on top of each other
+    by_plan: dict[str, list[Prediction]] = {}
+    for pred in predictions:
+        by_plan.setdefault(pred.description, []).append(pred)
+    shared = [(group[0], colors.get(group[0].run, style.PREDICTED_COLOR) if len(group) == 1 else style.PREDICTED_COLOR,
+               [p.run for p in group]) for group in by_plan.values()]
     rows = []
     for ax, (key, ylabel, subtitle) in zip(axes[0], panels):
         for run in _runs(levels):
@@ -54,29 +60,43 @@ def throughput_chart(levels: pd.DataFrame, where: str, predictions: Sequence[Pre
             ax.plot(part["x"], part[key], marker="o", color=colors[run], label=run)
             rows += [{"run": run, "level": lv, "x": x, "metric": key, "value": v, "source": "measured"}
                      for lv, x, v in zip(part["level"], part["x"], part[key])]
-        for pred in predictions:
+            if key == "output_tokens_per_s":
+                _mark_errors(ax, part)
+        for pred, color, runs in shared:
             t = pred.table
             pkey = "output_tokens_per_s" if key == "output_tokens_per_s" else "per_request_output_tokens_per_s"
-            ax.plot(t["concurrency"], t[pkey], linestyle="--", color=colors.get(pred.run, style.PREDICTED_COLOR),
-                    alpha=0.85)
-            rows += [{"run": pred.run, "level": None, "x": c, "metric": key, "value": v, "source": "sizing"}
+            ax.plot(t["concurrency"], t[pkey], linestyle="--", color=color, alpha=0.85)
+            rows += [{"run": " / ".join(runs), "level": None, "x": c, "metric": key, "value": v, "source": "sizing"}
                      for c, v in zip(t["concurrency"], t[pkey])]
         style.level_axis(ax, levels["x"], x_label)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{ylabel.split(' (')[0]}: {subtitle}")
-        ax.set_ylim(bottom=0)
+        if not any(r["metric"] == key and r["source"] == "measured" for r in rows):
+            style.no_data(ax, "no request succeeded: no tokens/s")
+        else:
+            ax.set_ylim(bottom=0)
     style.title(fig, "Output tokens/s against load", where)
     handles = _run_handles(_runs(levels), colors)
     labels = [h.get_label() for h in handles]
-    for pred in predictions:
-        handles.append(Line2D([], [], linestyle="--", color=colors.get(pred.run, style.PREDICTED_COLOR)))
-        labels.append(f"predicted ({pred.description})")
+    for pred, color, runs in shared:
+        handles.append(Line2D([], [], linestyle="--", color=color))
+        labels.append(f"predicted ({pred.description})" + (f" for {len(runs)} runs" if len(runs) > 1 else ""))
     style.legend_below(fig, handles, labels)
     caption = ("Left: tokens/s of all requests together; right: tokens/s one request gets (N / E2E). The knee is "
-               "where the left curve flattens while the right one falls.")
+               "where the left curve flattens while the right one falls. A level with failed requests says how many "
+               "(its tokens/s count the successes).")
     if predictions:
         caption += " Dashed: the sizing prediction for the same model and hardware."
     return Chart("throughput", fig, pd.DataFrame(rows), caption)
+
+
+def _mark_errors(ax, part: pd.DataFrame) -> None:
+    """Say beside a level's point how many of its requests failed (its tokens/s counts the successes only)."""
+    for _, r in part.iterrows():
+        failed = int(r["requests"] - r["ok"]) if pd.notna(r.get("requests")) else 0
+        if failed > 0:
+            ax.annotate(f"{failed}/{int(r['requests'])} failed", xy=(r["x"], r["output_tokens_per_s"]),
+                        xytext=(4, -10), textcoords="offset points", fontsize=7, color=SLO_COLOR)
 
 
 LATENCY_PANELS = (("ttft_ms", "TTFT", "time to first token (ms)", 1.0),

@@ -1,8 +1,9 @@
 """TTFT and ITL distributions per load level, as empirical CDFs (one colour per run, one panel per level).
 
-The curve is drawn through the quantiles of the values at q = 0, 1/400, ..., 1 (linear interpolation, as
-`bench.stats.describe` computes p50/p90/p99), so reading the curve at 0.5, 0.9 and 0.99 gives exactly the
-summary's percentiles, and a level of 150,000 ITL gaps draws as 401 points.
+Up to 400 values (TTFT of a level's requests, usually) the curve is the exact empirical CDF, a step of 1/n at each
+value. More values (a level's pooled ITL gaps can be 150,000) are drawn through their quantiles at q = 0, 1/400,
+..., 1, linear-interpolated as `bench.stats.describe` computes p50/p90/p99, so the curve crosses 0.5, 0.9 and 0.99
+exactly at the summary's percentiles, in 401 points.
 """
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ from . import style
 from .style import Chart, styled
 
 QUANTILES = np.linspace(0.0, 1.0, 401)
-METRICS = (("ttft_ms", "TTFT (ms)", "requests"), ("itl_ms", "ITL (ms)", "inter-token gaps"))
+MAX_STEPS = 400
+METRICS = (("ttft_ms", "TTFT (ms)", "requests", "no successful streamed request"),
+           ("itl_ms", "ITL (ms)", "inter-token gaps", "no inter-token gap"))
 MAX_COLUMNS = 4
 
 
-def cdf_points(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(x, q): the values' linear-interpolated quantiles at QUANTILES."""
-    return np.quantile(values, QUANTILES), QUANTILES
+def cdf_points(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(x, q, steps): up to MAX_STEPS values, the sorted values and q = i/n (i = 1..n), to draw as steps; beyond,
+    the values' linear-interpolated quantiles at QUANTILES, to draw as a line."""
+    if values.size <= MAX_STEPS:
+        return np.sort(values), np.arange(1, values.size + 1) / values.size, True
+    return np.quantile(values, QUANTILES), QUANTILES, False
 
 
 def _values(requests: pd.DataFrame, run: str, level: str, metric: str) -> np.ndarray:
@@ -42,7 +48,7 @@ def latency_cdf_chart(requests: pd.DataFrame, level_order: list[str], where: str
     blocks = max(1, math.ceil(len(level_order) / ncols))
     fig, axes = style.new_figure(2 * blocks, ncols, width=max(6.0, 3.3 * ncols + 0.6), height=3.0 * 2 * blocks + 1.2)
     rows = []
-    for m, (metric, xlabel, what) in enumerate(METRICS):
+    for m, (metric, xlabel, what, none) in enumerate(METRICS):
         for i, level in enumerate(level_order):
             ax = axes[(i // ncols) * 2 + m][i % ncols]
             all_x = []
@@ -50,14 +56,17 @@ def latency_cdf_chart(requests: pd.DataFrame, level_order: list[str], where: str
                 values = _values(requests, run, level, metric)
                 if values.size == 0:
                     continue
-                x, q = cdf_points(values)
-                ax.plot(x, q, color=colors[run], linewidth=1.4)
+                x, q, steps = cdf_points(values)
+                if steps:  # from 0 below the smallest value, up 1/n at each value
+                    ax.step(np.r_[x[0], x], np.r_[0.0, q], where="post", color=colors[run], linewidth=1.4)
+                else:
+                    ax.plot(x, q, color=colors[run], linewidth=1.4)
                 all_x.append(x)
-                rows += [{"run": run, "level": level, "metric": metric, "x": xv, "q": qv, "n": int(values.size)}
-                         for xv, qv in zip(x, q)]
+                rows += [{"run": run, "level": level, "metric": metric, "x": xv, "q": qv, "n": int(values.size),
+                          "kind": "values" if steps else "quantiles"} for xv, qv in zip(x, q)]
             ax.set_title(f"{'TTFT' if metric == 'ttft_ms' else 'ITL'} at {level}")
             if not all_x:
-                style.no_data(ax, f"no {what} measured at {level}")
+                style.no_data(ax, f"{none} at {level}")
                 continue
             # log scale only when the bulk (p1..p99 of every curve) spans 50x, not for one stray gap
             low = min(float(np.quantile(x, 0.01)) for x in all_x)
