@@ -158,4 +158,4 @@ def where(runs: list[RunData]) -> str:
         return runs[0].name
     parts = [run_parts(r) for r in runs]
     shared = [parts[0][k] for k in ("endpoint", "model", "hardware") if len({p[k] for p in parts}) == 1]
-    return f"{len(runs)} runs compared" + (f" ({' · '.join(shared)})" if shared else "")
+    return f"{len(runs)} runs compared" + (f": {' · '.join(shared)}" if shared else "")

@@ -151,17 +151,26 @@ def level_axis(ax, values: Iterable[float], label: str) -> None:
         ax.set_xlim(vals[0] / pad, vals[-1] * pad)
     elif len(vals) == 1:
         ax.set_xlim(vals[0] * 0.5, vals[0] * 1.5)
-    ticks = _thin(vals, 12)
+    log = ax.get_xscale() == "log"
+    ticks = _spaced(vals, log)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
 
 
-def _thin(vals: list[float], most: int) -> list[float]:
-    if len(vals) <= most:
-        return vals
-    step = -(-len(vals) // most)
-    kept = vals[::step]
-    return kept if kept[-1] == vals[-1] else kept + [vals[-1]]
+def _spaced(vals: list[float], log: bool, most: int = 12) -> list[float]:
+    """The tick values to label: at most `most`, none closer to the previous than 1/12 of the axis (so labels
+    never overlap); the largest is always kept."""
+    pos = [np.log10(v) for v in vals] if log else list(vals)
+    gap = (pos[-1] - pos[0]) / most if len(pos) > 1 else 0.0
+    kept: list[int] = []
+    for i in range(len(vals)):
+        if not kept or pos[i] - pos[kept[-1]] >= gap:
+            kept.append(i)
+    if kept[-1] != len(vals) - 1:
+        if len(kept) > 1 and pos[-1] - pos[kept[-1]] < gap:
+            kept.pop()
+        kept.append(len(vals) - 1)
+    return [vals[i] for i in kept]
 
 
 def log_if_wide(ax, values: Iterable[float], axis: str = "y", ratio: float = 30.0) -> bool:
