@@ -212,6 +212,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--results-dir", type=Path, default=Path("results"))
     m.add_argument("--label", help="name of this run in folders and reports")
     m.add_argument("--hardware", help="free text describing the server hardware, e.g. '4x V100-32G'")
+    m.add_argument("--report", action="store_true", help="write figures and an HTML report into the run folder "
+                   "at the end (see `bench report`)")
     m.add_argument("--quiet", action="store_true", help="only the final table")
     m.add_argument("--no-progress", action="store_true", help="no progress bars")
     tel = p.add_argument_group("telemetry")
@@ -321,6 +323,14 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         (ui.warn if outcome.exit_code else ui.note)(outcome.message)
     if outcome.run_dir is not None:
         ui.note(f"Results: {outcome.run_dir}/ (run.json, requests.jsonl, summary.json, summary.csv)")
+        if args.report and outcome.levels:
+            from .report import default_out_dir, make_report
+            try:
+                html = make_report([outcome.run_dir], default_out_dir([outcome.run_dir]))
+            except OSError as e:
+                ui.warn(f"--report: could not write the report ({e.strerror or e})")
+                return outcome.exit_code or 1
+            ui.note(f"Report: {html}")
     return outcome.exit_code
 
 
@@ -455,6 +465,9 @@ def build_parser() -> Parser:
     summ.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     sim = sub.add_parser("sim", help="serve the simulated endpoint")
     add_sim_arguments(sim)
+    rep = sub.add_parser("report", help="figures and an HTML page from run folders (several: side by side)")
+    from .report import add_arguments as add_report_arguments
+    add_report_arguments(rep)
     selftest = sub.add_parser("selftest", help="measure this client's accuracy and capacity against the "
                               "simulated endpoint's ground truth")
     from .selftest import add_arguments as add_selftest_arguments
@@ -483,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_summarize(args, sub)
         if args.command == "sim":
             return cmd_sim(args, sub)
+        if args.command == "report":
+            from .report import main as report_main
+            return report_main(args)
         if args.command == "selftest":
             from .selftest import main as selftest_main
             return selftest_main(args, sub)

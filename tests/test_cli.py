@@ -380,3 +380,18 @@ def test_ctrl_c_during_a_launched_run_stops_the_server(tmp_path):
 def test_launch_needs_a_base_url(cli):
     res = cli("run", "--launch", "vllm serve x")
     assert res.returncode == 2 and "--base-url" in res.stderr
+
+
+def test_run_with_report_and_bench_report(cli, tmp_path):
+    out = tmp_path / "run"
+    res = cli("run", "--concurrency", "1,2", "--num-requests", "3", *FAST_SIM, "--out", str(out), "--no-progress",
+              "--report")
+    assert res.returncode == 0, res.stdout + res.stderr
+    html = out / "report" / "report.html"
+    assert f"Report: {html}" in res.stdout
+    assert html.read_text().count("data:image/png;base64,") >= 4
+    again = cli("report", str(out), str(out), "--out", str(tmp_path / "cmp"), "--no-svg")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (tmp_path / "cmp" / "report.html").is_file()
+    bad = cli("report", str(tmp_path / "not-a-run"))
+    assert bad.returncode == 2 and "RUN_DIR" in bad.stderr and "Traceback" not in bad.stderr
