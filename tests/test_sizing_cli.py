@@ -128,12 +128,13 @@ def test_validate_reports_errors_and_fit_checks() -> None:
     assert "median |error|" in text and "fits / doesn't fit: 6 of 6 right" in text
 
 
-def test_plot_writes_three_readable_pngs(tmp_path: pathlib.Path) -> None:
+def test_plot_writes_readable_pngs(tmp_path: pathlib.Path) -> None:
     done = run("plot", "--out", str(tmp_path / "charts"), "--model", "qwen2.5-7b", "--model", "llama-3.1-70b",
                "--gpu", "l40s", "--gpu", "h100", "--json")
     assert done.returncode == 0, done.stderr
     files = json.loads(done.stdout)["files"]
-    assert [pathlib.Path(f).name for f in files] == ["gpus_needed.png", "throughput.png", "memory.png"]
+    # the cost chart comes too: both cards have an indicative hourly price in the catalog
+    assert [pathlib.Path(f).name for f in files] == ["gpus_needed.png", "throughput.png", "memory.png", "cost.png"]
     for f in files:
         data = pathlib.Path(f).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -128,7 +128,7 @@ def gpus_needed_chart(plans: pd.DataFrame) -> Chart:
         counts[row_names.index(r["row_name"]), cards.index(r["gpu"])] = r["gpus"]
         if r["quant_asked"] == "released":
             quant_shown[(row_names.index(r["row_name"]), cards.index(r["gpu"]))] = r["quant"]
-    fig, axes = style.new_figure(width=max(6.0, 1.0 * len(cards) + 4.0), height=0.45 * len(row_names) + 2.4)
+    fig, axes = style.new_figure(width=max(6.0, 1.0 * len(cards) + 4.0), height=0.45 * len(row_names) + 3.0)
     ax = axes[0, 0]
     shown = np.log2(counts)
     top = max(3.0, float(np.nanmax(shown))) if np.isfinite(shown).any() else 3.0
@@ -145,9 +145,10 @@ def gpus_needed_chart(plans: pd.DataFrame) -> Chart:
     ax.set_yticks(range(len(row_names)), row_names)
     ax.grid(False)
     ax.set_xlabel("GPU (sizing catalog key)")
-    ax.set_ylabel("model and quantization (released: the checkpoint's own)")
+    ax.set_ylabel("model (quantization)")
     style.title(fig, "GPUs needed (minimum count that holds the weights and one request)",
-                f"sizing prediction, {plans.attrs.get('workload', '')}; 'no' = does not fit or cannot run")
+                f"sizing prediction, {plans.attrs.get('workload', '')}; 'no' = does not fit or cannot run; "
+                "released = the checkpoint's own precision")
     data = pd.DataFrame([{"model_quant": rn, "gpu": g, "gpus": counts[i, j]} for i, rn in enumerate(row_names)
                          for j, g in enumerate(cards)])
     return Chart("sizing_gpus_needed", fig, data, "Each cell: the fewest GPUs of that card that run the model.")
