@@ -64,6 +64,15 @@ class Plan:
         """Seconds of one decode step that gives each of `batch_size` sequences its next token."""
         return self.evaluation.perf.decode_step_s(batch_size, mean_context_tokens)
 
+    def estimate(self, concurrency: int):
+        """sizing's serving estimate at `concurrency` for this plan's request shape (what `sizing recommend
+        --concurrency` prints): running requests, TPOT, TTFT (queueing included), tokens/s per request (1 / TPOT)
+        and in aggregate, cost per million output tokens when the card has a price."""
+        from sizing.serving import estimate
+        ev = self.evaluation
+        return estimate(ev.perf, concurrency, self.max_concurrency, ev.workload.input_len, ev.workload.output_len,
+                        ev.price_per_hour_usd)
+
     def prefill_s(self, prompt_tokens: int) -> float:
         """Seconds to prefill one prompt on an idle deployment, fixed TTFT overhead included."""
         return self.evaluation.perf.prefill_s(prompt_tokens)
@@ -98,4 +107,5 @@ class Plan:
             "launch_command": self.launch_command,
             "alternatives": list(self.alternatives),
             "factors": {**setup.factors.as_dict(), "origin": setup.factors.origin},
+            "calibration": self.extras.get("calibration"),
         }

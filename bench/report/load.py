@@ -115,7 +115,7 @@ def load_runs(run_dirs: Iterable[Path | str]) -> list[RunData]:
 def endpoint_name(run: dict[str, Any]) -> str:
     target = run.get("target") or {}
     if target.get("simulated"):
-        return "simulated endpoint"
+        return "emulated endpoint" if (run.get("sim") or {}).get("gpu") else "simulated endpoint"
     url = target.get("base_url") or target.get("url") or ""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or url or "unknown endpoint"
@@ -132,6 +132,9 @@ def hardware_name(run: dict[str, Any], telemetry: dict[str, Any]) -> str:
         names = sorted(set(gpus))
         return f"{len(gpus)}x {names[0]}" if len(names) == 1 else " + ".join(f"1x {n}" for n in gpus)
     if (run.get("target") or {}).get("simulated"):
+        sim = run.get("sim") or {}
+        if sim.get("gpu"):  # bench run --sim-model M --sim-gpu G: an emulated deployment, not a real one
+            return f"emulated {sim.get('gpus') or 'min'}x {sim['gpu']}"
         return "no GPU (simulated)"
     host = urllib.parse.urlsplit((run.get("target") or {}).get("base_url") or "").hostname
     if telemetry and host in LOCAL_HOSTS:

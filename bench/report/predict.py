@@ -6,7 +6,7 @@ When either cannot be resolved in the sizing catalogs, there is no overlay and o
 
 The plan comes from `sizing.api.plan(model, gpu, quant, gpus, input_len=, output_len=)` with the run's mean prompt
 and output tokens per successful request; its estimate at each concurrency c is sizing's own
-(`sizing.serving.estimate`, the numbers `sizing recommend --concurrency` prints). Two curves are drawn:
+(`Plan.estimate`, the numbers `sizing recommend --concurrency` prints). Two curves are drawn:
 
 - aggregate output tokens/s = sizing's `output_tokens_per_s` (running requests / TPOT);
 - per-request output tokens/s, put on the measured definition `N / E2E` (docs/metrics.md):
@@ -89,14 +89,17 @@ def predict(run: RunData, target: SizingTarget | None = None) -> tuple[Predictio
     """The sizing prediction at the run's concurrency levels (what `target` leaves None comes from run.json), or
     (None, one sentence saying why there is none)."""
     from sizing.api import SizingError, plan
-    from sizing.serving import estimate
-
     levels = [lv.get("concurrency") for lv in run.levels]
     if not levels or any(not isinstance(c, int) or c < 1 for c in levels):
         return None, f"no sizing overlay for {run.name}: sizing predicts closed-loop concurrency levels only"
+    emulated = run.run.get("sim") or {}
     if target is None and (run.run.get("target") or {}).get("simulated"):
-        return None, (f"no sizing overlay for {run.name}: the simulated endpoint runs no model on a GPU (pass "
-                      "--sizing-model and --sizing-gpu to draw a prediction anyway)")
+        if not emulated.get("gpu"):
+            return None, (f"no sizing overlay for {run.name}: the simulated endpoint runs no model on a GPU (pass "
+                          "--sizing-model and --sizing-gpu to draw a prediction anyway)")
+        # `bench run --sim-model M --sim-gpu G`: the emulated deployment is what to predict
+        target = SizingTarget(model=emulated.get("model"), gpu=emulated.get("gpu"), gpus=emulated.get("gpus"),
+                              quant=emulated.get("quant"))
     target, why = target_from_run(run, target)
     if target is None:
         return None, f"no sizing overlay for {run.name}: {why}"
@@ -115,7 +118,7 @@ def predict(run: RunData, target: SizingTarget | None = None) -> tuple[Predictio
     n = output_len
     rows = []
     for c in concurrency_grid(levels):
-        e = estimate(ev.perf, c, p.max_concurrency, round(input_len), max(1, round(output_len)), None)
+        e = p.estimate(c)
         rows.append({"concurrency": c, "output_tokens_per_s": e.output_tokens_per_s,
                      "per_request_output_tokens_per_s": n / (e.ttft_s + (n - 1) * e.tpot_s),
                      "ttft_s": e.ttft_s, "tpot_s": e.tpot_s, "measured_level": c in levels})

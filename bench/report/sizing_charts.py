@@ -2,7 +2,7 @@
 
 Everything comes from the public sizing API: `sizing.api.plan(model, gpu, quant, gpus, input_len=, output_len=)`
 (the smallest deployment that holds one request, or exactly `gpus`), its memory per GPU, and sizing's own serving
-estimate at each concurrency (`sizing.serving.estimate`: the numbers `sizing recommend --concurrency` prints):
+estimate at each concurrency (`Plan.estimate`: the numbers `sizing recommend --concurrency` prints):
 
 - `catalog_tables()`: the models, GPUs and quantizations sizing knows, each with its source;
 - `plans_table(models, gpus, quants)`: one row per (model, GPU, quantization): fits, GPU count, layout, memory
@@ -95,16 +95,13 @@ def plans_table(models: Iterable[str], gpus: Iterable[str], quants: Iterable[str
 
 def estimates_table(plans: pd.DataFrame, concurrency: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256)) -> pd.DataFrame:
     """Sizing's estimate for every plan that runs, at each concurrency."""
-    from sizing.serving import estimate
     rows = []
     for _, row in plans.iterrows():
         p = row["plan"]
         if p is None or p.max_concurrency < 1:
             continue
-        w = p.evaluation.workload
         for c in concurrency:
-            e = estimate(p.evaluation.perf, c, p.max_concurrency, w.input_len, w.output_len,
-                         p.evaluation.price_per_hour_usd)
+            e = p.estimate(c)
             rows.append({"deployment": deployment_name(row), "model": row["model"], "model_asked": row["model_asked"],
                          "gpu": row["gpu"],
                          "quant": row["quant"], "gpus": row["gpus"], "concurrency": c, "running": e.running,
