@@ -145,6 +145,8 @@ def test_launch_a_real_server_wait_until_ready_and_stop_its_whole_group(launched
     server.wait_ready()
     assert server.running and 0 < server.startup_s < 30
     assert psutil.Process(pid).cmdline()[1:4] == ["-m", "bench", "sim"]  # the shim exec'd into the server itself
+    # a process group of its own (one killpg reaches all of it), in our session (same scheduling autogroup)
+    assert os.getpgid(pid) == pid != os.getpgid(0) and os.getsid(pid) == os.getsid(0)
     info = server.engine_info()
     assert info["version"] == "gpucap-sim 0.1.0" and info["served_model"] == "gpucap-sim"
     assert info["engine"] is None and info["dtype"] is None  # the simulator is no engine we know: None, not a guess
@@ -262,21 +264,24 @@ CALLER = textwrap.dedent("""\
 """)
 
 
-@pytest.mark.parametrize("how", ["raise", "raise-after-start-in-thread", "interrupt", "sigterm", "sigkill",
-                                 "sighup"])
+@pytest.mark.parametrize("how", ["raise", "raise-after-start-in-thread", "interrupt", "ctrl-c", "sigterm",
+                                 "sigkill", "sighup"])
 def test_the_server_does_not_outlive_its_caller(tmp_path, how):
-    """However the caller ends (exception, Ctrl-C, SIGTERM, SIGHUP, even SIGKILL), the server goes with it."""
+    """However the caller ends (exception, Ctrl-C, SIGTERM, SIGHUP, even SIGKILL), the server goes with it.
+    The caller runs as a terminal's foreground job would: in a process group of its own."""
     script = tmp_path / "caller.py"
     script.write_text(CALLER)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     caller = subprocess.Popen([sys.executable, str(script), str(free_port()), str(tmp_path / "s.log"), how],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, process_group=0)
     server_pid = None
     try:
         server_pid = int(caller.stdout.readline())
         assert not gone(server_pid)
         if how in ("sigterm", "sigkill", "sighup"):
             caller.send_signal(getattr(signal, how.upper()))
+        elif how == "ctrl-c":  # a terminal sends SIGINT to its foreground process group: the caller's, not the server's
+            os.killpg(caller.pid, signal.SIGINT)
         caller.wait(timeout=30)
         assert wait_gone(server_pid, 10), f"server {server_pid} outlived its caller ({how})"
     finally:
