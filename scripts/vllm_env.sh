@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${GPUCAP_VLLM_VENV:-.venv-vllm}
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 VLLM_VERSION=0.32.0
 TORCH_VERSION=2.13.0
 STAMP="$VENV/.gpucap-vllm-ready"
@@ -22,7 +23,7 @@ PY="$VENV/bin/python"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$PY" -c "import vllm, bench, transformers, tokenizers" 2>/dev/null; then
     echo "vllm_env: $VENV is ready ($WANT)" >&2
-    echo "$PWD/$PY"
+    echo "$PY"
     exit 0
 fi
 
@@ -55,4 +56,4 @@ print(f"vllm_env: vllm {vllm.__version__}, torch {torch.__version__}, transforme
 PY
 echo "$WANT" > "$STAMP"
 echo "vllm_env: ready in $(( $(date +%s) - start )) s" >&2
-echo "$PWD/$PY"
+echo "$PY"

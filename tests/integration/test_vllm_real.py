@@ -155,10 +155,11 @@ def check_telemetry(run_dir: Path, server_pid: int | None) -> None:
 def lag_reasons(run_dir: Path) -> list[str]:
     """Why bench flagged its own measurement (client.lagged: event-loop lag or send delay p99 > 5 ms), per level.
 
-    On 2 cores the vLLM CPU worker keeps one core busy and its engine core and API server share the other with the
-    client; when anything else runs too, the client can be descheduled for ~100 ms and then reads a whole response
-    in one go (TTFT looks short, the gaps zero). bench detects that itself and says so; such a run says nothing
-    about the agreement of the two clocks, so it is repeated, not compared."""
+    On 2 cores vLLM's CPU worker and engine core spin between steps. A client descheduled for ~100 ms reads a whole
+    response in one go (TTFT looks long, the gaps zero): that is what happened while LaunchedServer put the server
+    in a session (scheduling autogroup) of its own, and can still happen when other work loads the machine. bench
+    detects it and says so; such a run says nothing about the agreement of the two clocks, so it is repeated, not
+    compared."""
     levels = json.loads((run_dir / "summary.json").read_text())["levels"]
     return [f"{lv['phase']}: {lv['client']['lag_reason']}" for lv in levels if lv["client"]["lagged"]]
 
