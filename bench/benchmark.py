@@ -256,74 +256,126 @@ async def _launch(config: BenchConfig, observer: Observer) -> tuple[Any, Path]:
     return server, run_dir
 
 
+@dataclass
+class _Servers:
+    """What ``_run`` started and must stop: the simulated endpoint or a ``--launch``ed server."""
+
+    sim: SimProcess | None = None
+    launched: Any = None
+    pid: int | None = None  # the server process for telemetry
+
+    async def stop(self, observer: Observer) -> None:
+        if self.sim is not None:
+            self.sim.stop()
+        if self.launched is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.launched.stop)
+            observer.note(f"Stopped the launched server (pid {self.launched.pid}); its log is in the run folder")
+
+
+async def _start_sim(config: BenchConfig, servers: _Servers, observer: Observer) -> str:
+    servers.sim = SimProcess(config.sim.args(), cpu=_sim_cpu())
+    # started from this (the main) thread, so the child dies with the benchmark even on SIGKILL; it takes ~0.5 s
+    base = servers.sim.start()
+    servers.pid = servers.sim.pid
+    what = "the built-in simulated endpoint"
+    if config.sim.gpu:
+        what += (f", emulating {config.sim.model} on {config.sim.gpus or 'the fewest'} x {config.sim.gpu} "
+                 "with sizing's performance model,")
+    observer.note(f"Started {what} at {base} (pid {servers.pid}); no --base-url was given, so nothing real is "
+                  "measured")
+    return base
+
+
+def _extra_body(config: BenchConfig) -> dict[str, Any]:
+    body = dict(config.extra_body)
+    if config.ignore_eos:
+        body.setdefault("ignore_eos", True)
+    if config.min_tokens is not None:
+        body.setdefault("min_tokens", config.min_tokens)
+    return body
+
+
+async def _resolve_target(config: BenchConfig, session, base: str, simulated: bool,
+                          observer: Observer) -> tuple[Target | None, ServerInfo, str | None]:
+    """The endpoint, model and request options to use, after asking the server what it serves. Returns
+    (target, server info, None), or (None, info, why the run cannot start)."""
+    url = normalize(base)
+    key = api_key_for(config)
+    proxy = env_proxy_for(url.base)
+    probe = Target(url.base, APIS[config.api], config.model or "", api_key=key, extra_headers=config.headers,
+                   proxy=proxy)
+    info = await fetch_server_info(session, url.base, url.server_root, probe.headers(), proxy=proxy)
+    if info.auth_failed:
+        return None, info, scrub(f"{errors.sentence(errors.AUTH)}: {info.auth_failed}", [key] if key else [])
+    model = check_model(config.model, info)
+    if config.model is None:
+        observer.note(f"--model {model} (the first model the server lists)")
+    continuous = config.continuous_usage == "on" or (
+        config.continuous_usage == "auto" and (simulated or _looks_like_vllm(info, model)))
+    target = Target(url.base, APIS[config.api], model, stream=config.stream, api_key=key,
+                    extra_headers=config.headers, extra_body=_extra_body(config), continuous_usage=continuous,
+                    proxy=proxy)
+    observer.note(f"Target: {target.url}  model={model}  api={config.api}"
+                  + (f"  server={info.version}" if info.version else ""))
+    return target, info, None
+
+
+def _plan(config: BenchConfig, per_level: dict[str, int | None], observer: Observer) -> LoadPlan:
+    for lv in config.levels:
+        n = per_level.get(lv.label)
+        if lv.request_rate is None and n is not None and n < (lv.concurrency or 1):
+            observer.note(f"note: {lv.label} sends only {n} requests, so it never has {lv.concurrency} in "
+                          "flight; raise --num-requests or use --duration")
+    if config.duration_s is None:
+        n_prompts = min(MAX_PROMPTS, max(per_level.values()) + config.warmup)
+    else:
+        n_prompts = MAX_PROMPTS
+    return LoadPlan(levels=tuple(replace(lv, num_requests=per_level[lv.label]) for lv in config.levels),
+                    prompts=tuple(_prompts(config, n_prompts)), duration_s=config.duration_s,
+                    warmup=config.warmup, seed=config.seed, burstiness=config.burstiness,
+                    timeout_s=config.timeout_s, prefix_len=config.prefix_len)
+
+
+def _exit_status(levels: list[dict[str, Any]], config: BenchConfig, aborted: str | None,
+                 interrupted: bool) -> tuple[int, str | None]:
+    if aborted:
+        return 1, aborted
+    if interrupted:
+        return 130, "Interrupted: the records measured so far and their summary are saved."
+    if config.fail_on_error_rate is not None and levels:
+        worst = max((lv["error_rate"] or 0.0) for lv in levels)
+        if worst > config.fail_on_error_rate:
+            return 3, f"error rate {worst:.1%} exceeded --fail-on-error-rate {config.fail_on_error_rate:g}"
+    return 0, None
+
+
 async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Outcome:
-    sim = None
-    launched = None
+    servers = _Servers()
     simulated = config.base_url is None
-    server_pid = None
     try:
         if config.launch:
             from .launch import LaunchError
             try:
-                launched, run_dir = await _launch(config, observer)
+                servers.launched, run_dir = await _launch(config, observer)
             except LaunchError as e:
                 return Outcome(config.out_dir, [], 1, f"--launch: {e}")
             config = replace(config, out_dir=run_dir)
-            server_pid = launched.pid
-        if simulated:
-            sim = SimProcess(config.sim.args(), cpu=_sim_cpu())
-            base = await asyncio.get_running_loop().run_in_executor(None, sim.start)
-            server_pid = sim.pid
-            what = "the built-in simulated endpoint"
-            if config.sim.gpu:
-                what += (f", emulating {config.sim.model} on {config.sim.gpus or 'the fewest'} x {config.sim.gpu} "
-                         "with sizing's performance model,")
-            observer.note(f"Started {what} at {base} (pid {sim.pid}); no --base-url was given, so nothing real is "
-                          "measured")
-        else:
-            base = config.base_url
-        url = normalize(base)
-        api = config.api
-        if url.implied_api and not config.api_explicit and url.implied_api != api:
-            api = url.implied_api
-            observer.note(f"--api {api} (implied by the URL's path)")
-        config = replace(config, api=api)
-        key = api_key_for(config)
-        secrets = [key] if key else []
-        extra_body = dict(config.extra_body)
-        if config.ignore_eos:
-            extra_body.setdefault("ignore_eos", True)
-        if config.min_tokens is not None:
-            extra_body.setdefault("min_tokens", config.min_tokens)
+            servers.pid = servers.launched.pid
+        base = await _start_sim(config, servers, observer) if simulated else config.base_url
+        implied = normalize(base).implied_api
+        if implied and not config.api_explicit and implied != config.api:
+            config = replace(config, api=implied)
+            observer.note(f"--api {implied} (implied by the URL's path)")
         per_level = {lv.label: (requests_for_level(lv, config.num_requests) if config.duration_s is None else None)
                      for lv in config.levels}
         async with make_session(max((lv.concurrency or 1) for lv in config.levels), config.timeout_s) as session:
-            probe_target = Target(url.base, APIS[api], config.model or "", api_key=key, extra_headers=config.headers,
-                                  proxy=env_proxy_for(url.base))
-            info = await fetch_server_info(session, url.base, url.server_root, probe_target.headers(),
-                                           proxy=probe_target.proxy)
-            if info.auth_failed:
-                return Outcome(None, [], 1, scrub(f"{errors.sentence(errors.AUTH)}: {info.auth_failed}", secrets))
-            model = check_model(config.model, info)
-            if config.model is None:
-                observer.note(f"--model {model} (the first model the server lists)")
-            cont = config.continuous_usage == "on" or (
-                config.continuous_usage == "auto" and (simulated or _looks_like_vllm(info, model)))
-            target = Target(url.base, APIS[api], model, stream=config.stream, api_key=key,
-                            extra_headers=config.headers, extra_body=extra_body, continuous_usage=cont,
-                            proxy=env_proxy_for(url.base))
-            observer.note(f"Target: {target.url}  model={model}  api={api}"
-                          + (f"  server={info.version}" if info.version else ""))
-            for lv in config.levels:
-                n = per_level.get(lv.label)
-                if lv.request_rate is None and n is not None and n < (lv.concurrency or 1):
-                    observer.note(f"note: {lv.label} sends only {n} requests, so it never has {lv.concurrency} in "
-                                  "flight; raise --num-requests or use --duration")
-            n_prompts = min(MAX_PROMPTS, max(per_level.values()) + config.warmup) if config.duration_s is None \
-                else MAX_PROMPTS
-            prompts = _prompts(config, n_prompts)
+            target, info, why_not = await _resolve_target(config, session, base, simulated, observer)
+            if target is None:
+                return Outcome(None, [], 1, why_not)
+            secrets = [target.api_key] if target.api_key else []
+            plan = _plan(config, per_level, observer)
             run_dir = config.out_dir or new_run_dir(config.results_dir, config.label or
-                                                    ("sim" if simulated else f"{model}_{api}"))
+                                                    ("sim" if simulated else f"{target.model}_{config.api}"))
             run_dir.mkdir(parents=True, exist_ok=True)
             run_info = {
                 "tool": {"name": "gpucap", "version": __version__},
@@ -334,65 +386,44 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
                 **describe_config(config, target, info, simulated, per_level),
                 "phases": [],
             }
-            if launched is not None:
-                engine = await asyncio.get_running_loop().run_in_executor(None, launched.engine_info)
+            if servers.launched is not None:
+                engine = await asyncio.get_running_loop().run_in_executor(None, servers.launched.engine_info)
                 engine["launch"]["log"] = "server.log"
                 run_info["server"] = {**run_info["server"], **engine}
             write_json(run_dir / "run.json", run_info)
             observer.note(f"Writing results to {run_dir}")
             writer = RecordWriter(run_dir / "requests.jsonl")
-            results: list[LevelResult] = []
-            outcome_code, message = 0, None
-            levels_planned = tuple(replace(lv, num_requests=per_level[lv.label]) for lv in config.levels)
-            plan = LoadPlan(levels=levels_planned, prompts=tuple(prompts), duration_s=config.duration_s,
-                            warmup=config.warmup, seed=config.seed, burstiness=config.burstiness,
-                            timeout_s=config.timeout_s, prefix_len=config.prefix_len)
-            runner = Runner(target, plan, _ScrubbingWriter(writer, secrets), observer,
-                            run_id=run_dir.name[:15])
+            runner = Runner(target, plan, _ScrubbingWriter(writer, secrets), observer, run_id=run_dir.name[:15])
             runner_box.append(runner)
+            aborted = None
             try:
-                with _Telemetry(config, run_dir, runner, target, server_pid, observer) as telemetry:
+                with _Telemetry(config, run_dir, runner, target, servers.pid, observer) as telemetry:
                     try:
                         results = await runner.run(session)
                     except RunAborted as e:
                         results = runner.results
-                        outcome_code = 1
-                        message = scrub(f"Stopped: {e}. Nothing more was sent, so a bad key or an empty balance "
+                        aborted = scrub(f"Stopped: {e}. Nothing more was sent, so a bad key or an empty balance "
                                         "does not get this client blocked.", secrets)
             finally:
                 writer.close()
-            phases = [(r.level.label, r.start_ns, r.end_ns) for r in results]
-            tele = telemetry.summarize(phases)
-            levels = []
-            for r in results:
-                entry = level_entry(r, config.slo)
-                if r.level.label in tele:
-                    entry["telemetry"] = tele[r.level.label]
-                levels.append(entry)
-            run_info["phases"] = [{"label": r.level.label, "start_ns": r.start_ns, "end_ns": r.end_ns,
-                                   "client": r.client} for r in results]
-            run_info["status"] = ("aborted" if outcome_code else
-                                  "interrupted" if runner.state.stopping else "completed")
-            run_info["finished_at"] = utc_now_iso()
-            write_json(run_dir / "run.json", run_info)
-            write_summary(run_dir, levels, {"run_dir": str(run_dir), "model": model, "api": api,
-                                            "base_url": target.base_url, "simulated": simulated})
-            if runner.state.stopping and outcome_code == 0:
-                outcome_code = 130
-                message = "Interrupted: the records measured so far and their summary are saved."
-            if outcome_code == 0 and config.fail_on_error_rate is not None:
-                worst = max((lv["error_rate"] or 0.0) for lv in levels) if levels else 0.0
-                if worst > config.fail_on_error_rate:
-                    outcome_code = 3
-                    message = (f"error rate {worst:.1%} exceeded --fail-on-error-rate "
-                               f"{config.fail_on_error_rate:g}")
-            return Outcome(run_dir, levels, outcome_code, message)
+        tele = telemetry.summarize([(r.level.label, r.start_ns, r.end_ns) for r in results])
+        levels = []
+        for r in results:
+            entry = level_entry(r, config.slo)
+            if r.level.label in tele:
+                entry["telemetry"] = tele[r.level.label]
+            levels.append(entry)
+        run_info["phases"] = [{"label": r.level.label, "start_ns": r.start_ns, "end_ns": r.end_ns,
+                               "client": r.client} for r in results]
+        run_info["status"] = "aborted" if aborted else "interrupted" if runner.state.stopping else "completed"
+        run_info["finished_at"] = utc_now_iso()
+        write_json(run_dir / "run.json", run_info)
+        write_summary(run_dir, levels, {"run_dir": str(run_dir), "model": target.model, "api": config.api,
+                                        "base_url": target.base_url, "simulated": simulated})
+        code, message = _exit_status(levels, config, aborted, runner.state.stopping)
+        return Outcome(run_dir, levels, code, message)
     finally:
-        if sim is not None:
-            sim.stop()
-        if launched is not None:
-            await asyncio.get_running_loop().run_in_executor(None, launched.stop)
-            observer.note(f"Stopped the launched server (pid {launched.pid}); its log is in the run folder")
+        await servers.stop(observer)
 
 
 class _ScrubbingWriter:

@@ -1,7 +1,7 @@
 """Start an inference server for a benchmark, wait until it serves, and stop it with everything it started.
 
 ``LaunchedServer(command, base_url, log_path)`` runs any server command (vLLM, SGLang, llama.cpp's server, ollama)
-in a process group of its own (in the caller's session: see ``_OWN_GROUP``), with stdout and stderr in
+in a process group of its own (in the caller's session: see ``OWN_GROUP``), with stdout and stderr in
 ``log_path``:
 
 - ``start()``: a command with shell syntax (pipes, ``&&``, ``$VAR``, globs, redirections) runs under ``/bin/sh -c``;
@@ -30,7 +30,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -40,18 +39,12 @@ from typing import Any
 
 import psutil
 
+from .children import OWN_GROUP, die_with_parent
 from .urls import normalize
 
 LOG_TAIL_LINES = 30
 POLL_INTERVAL_S = 0.5
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`*?~{}\[\]\n\\]|^\s*(if|for|while|case|exec|cd)\b")
-# The server gets a process group of its own (so that one killpg reaches everything it starts, and the terminal's
-# Ctrl-C, which goes to the foreground group, does not), but stays in the caller's session. A new session would be a
-# new scheduling autogroup on Linux (kernel.sched_autogroup_enabled), weighted like the caller's whole session:
-# measured on 2 cores with vLLM's CPU engine (whose worker and engine core spin between steps), a client in another
-# autogroup was descheduled for 100-170 ms at a time (every token of a response arriving in one read, TTFT 100 ms
-# instead of 12 ms), and in the same autogroup never more than 9 ms. Python 3.10 has no process_group: new session.
-_OWN_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _LEADING_ASSIGNMENTS = re.compile(r"""^\s*((?:[A-Za-z_]\w*=(?:'[^']*'|"[^"]*"|[^\s'"])*\s+)*)(.*)$""", re.DOTALL)
 _COMPOUND = re.compile(r"[;|()\n`]|\$\(|(?<![<>])&")
@@ -139,14 +132,6 @@ def _install_hooks() -> None:
 
 # The exec shim: ask the kernel to send SIGTERM to this process when its parent thread dies, then become the
 # server (the pid, the process group and the death signal are kept across exec).
-_PDEATHSIG_SHIM = (
-    "import ctypes,os,signal,sys\n"
-    "try: ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"  # 1 = PR_SET_PDEATHSIG
-    "except (OSError, AttributeError): pass\n"
-    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"  # the parent died before prctl: do not start
-    "try: os.execvp(sys.argv[2], sys.argv[2:])\n"
-    "except OSError as e: sys.exit(f'cannot run {sys.argv[2]!r}: {e.strerror}')\n"
-)
 
 
 class LaunchedServer:
@@ -178,8 +163,7 @@ class LaunchedServer:
             raise LaunchError(f"cannot start the server: {argv[0]!r} is not an executable program "
                               f"(command: {self.command})")
         env = {"PYTHONUNBUFFERED": "1", **os.environ, **cmd_env, **self.env}  # a Python server's log as it goes
-        if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
-            argv = [sys.executable, "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
+        argv = die_with_parent(argv)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         _install_hooks()
         with open(self.log_path, "wb") as log:
@@ -187,7 +171,7 @@ class LaunchedServer:
             log.flush()
             try:
                 self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                              env=env, close_fds=True, **_OWN_GROUP)
+                                              env=env, close_fds=True, **OWN_GROUP)
             except OSError as e:
                 raise LaunchError(f"cannot start the server ({e.strerror or e}; command: {self.command})") from None
         self._started_at = time.monotonic()

@@ -244,9 +244,16 @@ def test_ctrl_c_keeps_every_record_and_writes_the_summary(tmp_path):
 
 
 def test_a_killed_run_keeps_its_records_and_can_be_summarized(tmp_path, cli):
+    import psutil
+
     proc, out = _start_run(tmp_path)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "the run should have started the simulated endpoint as a child"
     proc.kill()  # SIGKILL: no handler runs, no summary is written
     proc.communicate(timeout=30)
+    # ... and yet the simulated endpoint does not outlive it (PR_SET_PDEATHSIG)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left behind: {[p.pid for p in alive]}"
     records = list(read_records(out / "requests.jsonl"))
     assert len(records) >= 8
     assert not (out / "summary.json").exists()

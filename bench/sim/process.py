@@ -1,7 +1,9 @@
 """Run the simulated endpoint beside a client: in a child process (what ``bench run`` does) or a thread (tests).
 
 The child is ``python -m bench sim --port 0 ...``; it prints ``listening on URL`` as its first line once bound, so
-the parent learns the port without racing. The child can be pinned to a CPU so the client keeps the other one.
+the parent learns the port without racing. The child can be pinned to a CPU so the client keeps the other one. It
+has its own process group and, started from the main thread, dies with its parent even on SIGKILL
+(``bench.children``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 import threading
 from typing import Sequence
 
+from ..children import OWN_GROUP, die_with_parent
 from .config import SimConfig
 from .server import SimServer
 
@@ -30,13 +33,14 @@ class SimProcess:
         self.url: str | None = None
 
     def start(self) -> str:
-        cmd = [sys.executable, "-m", "bench", "sim", "--host", "127.0.0.1", "--port", "0", *self.args]
+        cmd = die_with_parent([sys.executable, "-m", "bench", "sim", "--host", "127.0.0.1", "--port", "0",
+                               *self.args])
         preexec = None
         if self.cpu is not None and hasattr(os, "sched_setaffinity"):
             cpu = self.cpu
             preexec = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=preexec, start_new_session=True)
+                                     preexec_fn=preexec, **OWN_GROUP)
         line = _readline_with_timeout(self.proc, self.startup_timeout_s)
         if not line.startswith(READY_PREFIX):
             err = self.proc.stderr.read() if self.proc.poll() is not None else ""
