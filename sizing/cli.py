@@ -6,6 +6,9 @@
     sizing models | gpus | quants [--json]
     sizing validate [--json] [--no-loo]
     sizing plot --out DIR [--model M ...] [--gpu G ...]
+    sizing calibrate RUN_DIR [RUN_DIR ...] [--on 1] [--model M --gpu G --gpus N --quant Q --engine E]
+                     [--probe FILE] [--out calibration.json] [--json]
+    sizing probe [--out FILE] [--json]          (PyTorch and a CUDA GPU; otherwise says so and exits 0)
 
 Bad input prints one sentence naming the flag and exits with status 2.
 """
@@ -22,7 +25,7 @@ from collections.abc import Sequence
 from sizing.errors import SizingError
 from sizing.units import parse_duration_s, parse_int_list, parse_tokens
 
-COMMANDS = ("recommend", "models", "gpus", "quants", "validate", "plot")
+COMMANDS = ("recommend", "models", "gpus", "quants", "validate", "plot", "calibrate", "probe")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--max-num-seqs", type=int, help="engine batch limit (vLLM: 1024 on >=70 GiB cards, else 256)")
     rec.add_argument("--price", type=float, help="USD per GPU-hour (overrides the catalog's indicative price)")
     rec.add_argument("--api-price", type=float, help="API price in USD per 1M output tokens, for the break-even")
-    rec.add_argument("--calibration", help="calibration profile from `sizing calibrate` (not implemented yet)")
+    rec.add_argument("--calibration", metavar="FILE", help="calibration profile from `sizing calibrate` / `sizing "
+                     "probe`: its fitted factors (same engine and card family) and measured ceilings (same card)")
     rec.add_argument("--launch-command", action="store_true", help="print only the serve command of the plan")
     _add_json(rec)
 
@@ -82,6 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--input-len", type=int, default=1024)
     plot.add_argument("--output-len", type=int, default=512)
     _add_json(plot)
+
+    cal = sub.add_parser("calibrate", help="fit speed factors to bench runs and write a calibration profile")
+    cal.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by `bench run`")
+    cal.add_argument("--on", help="concurrency levels to fit on, e.g. 1 (default: all); the others are predicted")
+    cal.add_argument("--model", help="the served model, when run.json does not say (a `sizing models` name)")
+    cal.add_argument("--gpu", help="the card, when neither --hardware, the emulator nor telemetry say")
+    cal.add_argument("--gpus", type=int, help="how many cards served it")
+    cal.add_argument("--quant", help="the weight quantization (default: what the server said, else the released one)")
+    cal.add_argument("--engine", help="the engine (default: what the server said, else vLLM)")
+    cal.add_argument("--probe", metavar="FILE", help="a profile with `sizing probe` measurements of the same card")
+    cal.add_argument("--out", default="calibration.json", help="where to write the profile (default calibration.json)")
+    _add_json(cal)
+
+    probe = sub.add_parser("probe", help="measure this GPU's memory bandwidth and matmul rates (needs PyTorch)")
+    probe.add_argument("--out", metavar="FILE", help="calibration profile to write the measurements into "
+                                                     "(created, or updated next to its fitted factors)")
+    probe.add_argument("--copy-gib", type=float, default=4.0, help="size of the device-to-device copy (default 4)")
+    probe.add_argument("--matmul-size", type=int, default=8192, help="n of the n x n x n matmuls (default 8192)")
+    probe.add_argument("--repeats", type=int, default=20, help="timed rounds; the median is kept (default 20)")
+    probe.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default 5)")
+    _add_json(probe)
     return parser
 
 
@@ -98,9 +123,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from sizing.recommend import Request, recommend
     from sizing.render import render_comparison, render_plan
 
+    profile = None
     if args.calibration:
-        raise SizingError("--calibration", "--calibration: calibration profiles come with `sizing calibrate` "
-                                           "(issue 6), which is not implemented yet; run without it.")
+        from sizing.profile import load_profile
+        profile = load_profile(args.calibration)
     _positive(args.input_len, "--input-len")
     _positive(args.output_len, "--output-len")
     for flag, value in (("--price", args.price), ("--api-price", args.api_price)):
@@ -117,7 +143,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         slo_ttft_s=parse_duration_s(args.slo_ttft, "--slo-ttft") if args.slo_ttft else None,
         kv_dtype=args.kv_cache_dtype, engine=args.engine, gpu_memory_utilization=args.gpu_memory_utilization,
         max_num_seqs=args.max_num_seqs, price_per_hour_usd=args.price, api_price_per_million_usd=args.api_price,
-        alternatives=not args.launch_command)
+        alternatives=not args.launch_command, calibration=profile)
     result = recommend(request)
     if args.launch_command:
         plan = result.plans[0]
@@ -203,11 +229,77 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _now() -> str:
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: str, doc: object, flag: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(doc, indent=1) + "\n")
+    except OSError as exc:
+        raise SizingError(flag, f"{flag} {path}: cannot write there ({exc.strerror or exc}).") from None
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sizing.calibrate_runs import CalibrateRequest, calibrate_runs
+    from sizing.engines import resolve_engine
+    from sizing.render_calibration import render_calibration
+
+    _positive(args.gpus, "--gpus")
+    explicit = {"model": args.model, "gpu": args.gpu, "gpus": args.gpus, "quant": args.quant,
+                "engine": resolve_engine(args.engine).key if args.engine else None}
+    request = CalibrateRequest(run_dirs=tuple(args.run_dirs), explicit=explicit, probe_path=args.probe,
+                               fit_on=parse_int_list(args.on, "--on") if args.on else None)
+    doc = calibrate_runs(request, created_at=_now())
+    _write_json(args.out, doc, "--out")
+    if args.json:
+        _print_json(doc)
+    else:
+        print(render_calibration(doc, args.out))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from sizing.gpus import match_device_name
+    from sizing.probe import ProbeConfig, import_torch, probe
+    from sizing.profile import card_section, empty_profile, load_profile, merge_card
+    from sizing.render_calibration import render_probe
+    from sizing.units import GiB
+
+    for flag, value, low in (("--copy-gib", args.copy_gib, 1 / 1024), ("--matmul-size", args.matmul_size, 16),
+                             ("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0)):
+        if value < low:
+            raise SizingError(flag, f"{flag} must be at least {low:g}, got {value:g}.")
+    existing = load_profile(args.out, flag="--out").doc if args.out and os.path.exists(args.out) else None
+    torch, reason = import_torch()
+    if torch is None:
+        if args.json:
+            _print_json({"probed": False, "reason": reason})
+        else:
+            print(f"sizing probe: {reason}.")
+        return 0
+    config = ProbeConfig(copy_bytes=int(args.copy_gib * GiB), matmul_n=args.matmul_size, warmup=args.warmup,
+                         repeats=args.repeats)
+    result = probe(torch, config)
+    card = card_section(match_device_name(result.device_name), result.device_name, result.measured(),
+                        result.details(_now()))
+    if args.out:
+        doc = merge_card(existing or empty_profile(_now()), card, args.out)
+        _write_json(args.out, doc, "--out")
+    if args.json:
+        _print_json({"probed": True, "card": card})
+    else:
+        print(render_probe(card, args.out))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"recommend": cmd_recommend, "models": cmd_catalog, "gpus": cmd_catalog, "quants": cmd_catalog,
-                "validate": cmd_validate, "plot": cmd_plot}
+                "validate": cmd_validate, "plot": cmd_plot, "calibrate": cmd_calibrate, "probe": cmd_probe}
     try:
         return handlers[args.command](args)
     except SizingError as exc:

@@ -118,7 +118,9 @@ def engine_line(ev: Evaluation) -> str:
             f"(sizing/data/efficiency.json; `sizing validate` shows their error).")
 
 
-def reasoning(ev: Evaluation, searched: bool) -> list[str]:
+def reasoning(ev: Evaluation, searched: bool, calibration: str | None = None) -> list[str]:
+    """The plan's reasoning lines; `calibration` is the applied profile's own sentence (it goes before the
+    engine line, which names the factor groups)."""
     lines = [weights_line(ev)]
     compute = compute_line(ev)
     if compute:
@@ -133,5 +135,7 @@ def reasoning(ev: Evaluation, searched: bool) -> list[str]:
             lines.append(speed_line(ev))
         else:
             lines.append(f"Does not fit on {ev.gpus} GPU{'s' if ev.gpus > 1 else ''}: {ev.reason}.")
+    if calibration:
+        lines.append(calibration)
     lines.append(engine_line(ev))
     return lines

@@ -43,6 +43,7 @@ class FactorGroup:
     free: tuple[str, ...]         # the values `sizing.fit` fits for this group
     fitted_on: tuple[str, ...]    # measurement ids used by the last fit
     source: str
+    label: str = ""               # how `origin` names it (default engine/family); calibrations name their file
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,20 @@ class FactorTable:
             for group in self.groups:
                 if group.engine == engine and group.family == wanted_family:
                     values.update(group.values)
-                    origin.append(f"{group.engine}/{group.family}")
+                    origin.append(group.label or f"{group.engine}/{group.family}")
         return Factors(**{k: float(values[k]) for k in FACTOR_NAMES}, origin=" < ".join(origin))
 
     def with_group_values(self, engine: str, family: str, values: dict[str, float]) -> FactorTable:
         groups = tuple(replace(g, values={**g.values, **values}) if (g.engine, g.family) == (engine, family) else g
                        for g in self.groups)
         return replace(self, groups=groups)
+
+    def with_override(self, engine: str, family: str, values: dict[str, float], label: str) -> FactorTable:
+        """The table with one more group for (engine, family), looked up after the shipped ones: a calibration's
+        fitted values win over efficiency.json's for that engine and card family only."""
+        group = FactorGroup(engine=engine, family=family, values=dict(values), free=(), fitted_on=(), source=label,
+                            label=label)
+        return replace(self, groups=self.groups + (group,))
 
 
 def table_from_json(doc: dict[str, Any]) -> FactorTable:

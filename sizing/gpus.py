@@ -7,11 +7,12 @@ Throughputs are dense (not sparse) datasheet peaks.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from sizing.datafiles import optional_float, read_csv
-from sizing.names import build_index, resolve
+from sizing.names import build_index, normalize, resolve
 from sizing.units import MiB
 
 TERA = 1e12
@@ -111,3 +112,19 @@ def resolve_gpu(name: str, flag: str = "--gpu") -> Gpu:
     """The catalog card for a key or alias ('a100-40g', 'h20', '4090'); SizingError with closest names otherwise."""
     key = resolve(name, _index(), "GPU", flag, "sizing gpus")
     return next(gpu for gpu in load_gpus() if gpu.key == key)
+
+
+def match_device_name(name: str) -> Gpu | None:
+    """The catalog card a driver calls `name`, or None.
+
+    NVML and torch.cuda.get_device_name() say 'NVIDIA H100 80GB HBM3', 'Tesla V100-SXM2-32GB', 'NVIDIA A100 80GB
+    PCIe', 'NVIDIA A100-SXM4-40GB': vendor prefixes go, '80GB' becomes '80g' and a trailing memory type ('HBM3')
+    is dropped before the name is looked up among the catalog's keys and aliases."""
+    text = normalize(name)
+    candidates = [text, re.sub(r"(\d+)gb\b", r"\1g", text)]
+    candidates.append(re.sub(r"-hbm\d?e?$", "", candidates[-1]))
+    index = _index()
+    for candidate in candidates:
+        if candidate in index:
+            return next(gpu for gpu in load_gpus() if gpu.key == index[candidate])
+    return None

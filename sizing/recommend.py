@@ -9,6 +9,7 @@ quantizations that fit under `alternatives`. A plan that does not fit says what 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sizing.engines import Engine, load_engines, load_interconnects, resolve_engine
 from sizing.errors import SizingError
@@ -65,6 +66,7 @@ class Request:
     price_per_hour_usd: float | None = None
     api_price_per_million_usd: float | None = None
     alternatives: bool = True       # list other quantizations that fit even when this plan fits (default quant)
+    calibration: Any = None         # a sizing.profile.Profile (`--calibration FILE`): fitted factors, probe ceilings
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,13 @@ def build_plan(model: ModelEntry, gpu: Gpu, req: Request, table: FactorTable | N
         raise SizingError("--kv-cache-dtype", f"--kv-cache-dtype {kv.key}: {kv_problem}.")
     engine_choice = resolve_engine(req.engine) if req.engine else None
     engine = engine_for(quant, engine_choice)
+    profile = req.calibration
+    if profile is not None:
+        profile.check(gpu, engine)
+        table = profile.table(table)
     setup = _setup(model, gpu, quant, kv, engine, req, table)
+    if profile is not None:
+        setup = replace(setup, factors=profile.capped(setup.factors, gpu, quant_support(quant, gpu)))
     ev, searched = _evaluate(setup, workload, req.gpus)
     want = not ev.fits or (req.alternatives and not explicit)   # what else fits: always when this does not
     alts = alternatives(model, gpu, quant, kv, req, workload, table, engine_choice) if want else []
@@ -242,10 +250,12 @@ def build_plan(model: ModelEntry, gpu: Gpu, req: Request, table: FactorTable | N
     if req.api_price_per_million_usd is not None and ev.price_per_hour_usd is not None and ev.fits:
         best = max(e.output_tokens_per_s for e in ev.estimates)
         be = break_even(req.api_price_per_million_usd, ev.price_per_hour_usd, best)
-    return Plan(evaluation=ev, searched=searched, reasoning=tuple(reasoning(ev, searched)),
+    note = profile.describe(gpu) if profile is not None else None
+    return Plan(evaluation=ev, searched=searched, reasoning=tuple(reasoning(ev, searched, note)),
                 launch_command=launch_command(ev) if ev.fits else None, alternatives=tuple(alts),
                 suggestions=tuple(suggestions(ev, alts, req)), break_even=be,
-                api_price_per_million_usd=req.api_price_per_million_usd)
+                api_price_per_million_usd=req.api_price_per_million_usd,
+                extras={"calibration": profile.path} if profile is not None else {})
 
 
 def _sort_key(plan: Plan) -> tuple:
@@ -268,6 +278,8 @@ def recommend(req: Request, table: FactorTable | None = None) -> Recommendation:
         check_quant(resolve_quant(req.quant), model, None, True)
     plans = []
     skipped = []
+    if req.calibration is not None:
+        skipped.append(f"calibration {req.calibration.path} applied to {req.calibration.family} cards only")
     for gpu in load_gpus():
         if req.quant is not None and not quant_support(resolve_quant(req.quant), gpu).ok:
             skipped.append(f"{gpu.key}: {quant_support(resolve_quant(req.quant), gpu).reason}")
@@ -275,6 +287,8 @@ def recommend(req: Request, table: FactorTable | None = None) -> Recommendation:
         if kv_support(resolve_kv_dtype(req.kv_dtype), gpu) is not None:
             skipped.append(f"{gpu.key}: {kv_support(resolve_kv_dtype(req.kv_dtype), gpu)}")
             continue
-        plans.append(build_plan(model, gpu, replace(req, gpu=gpu.key, alternatives=False), table))
+        calibration = req.calibration if req.calibration is not None and req.calibration.applies_to_card(gpu) else None
+        plans.append(build_plan(model, gpu, replace(req, gpu=gpu.key, alternatives=False, calibration=calibration),
+                                table))
     plans.sort(key=_sort_key)
     return Recommendation(model=model, plans=tuple(plans), single_gpu=False, notes=tuple(skipped))
