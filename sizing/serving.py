@@ -7,7 +7,8 @@ Closed loop, every request `input_len` prompt tokens and `output_len` output tok
   tpot_s         = decode_step_s(b, mean context) + prefill FLOPs of the prompts admitted per step
                    (b / output requests per step, chunked into the decode steps)
   per request    = 1 / tpot_s tokens/s;   aggregate = b / tpot_s tokens/s
-  ttft_s         = prefill_s(input) (+ half a step when others are decoding)
+  ttft_s         = prefill_s(input) alone; among b > 1 running: the idle TTFT's fixed overhead + half a step of
+                   waiting + the step that prefills it (b decodes + the prompts admitted in that step)
                    + queueing when c > b: (c / b - 1) x (time a running request spends), by Little's law
   cost per 1M output tokens = price_per_hour x gpus / (aggregate x 3600) x 1e6
 """
@@ -46,7 +47,17 @@ def estimate(perf: PerfModel, concurrency: int, max_running: int, input_len: int
     mean_ctx = input_len + output_len / 2
     admitted_tokens_per_step = b * input_len / max(output_len, 1) if b > 1 else 0.0
     tpot = perf.decode_step_s(b, mean_ctx) + perf.prefill_compute_s(admitted_tokens_per_step, input_len)
-    ttft = perf.prefill_s(input_len) + (tpot / 2 if b > 1 else 0.0)
+    ttft = perf.prefill_s(input_len)
+    if b > 1:
+        # a prompt arriving among b running requests waits for the current step to end (half a step on average),
+        # then is prefilled inside the next one, which also decodes the b others and carries the other prompts
+        # admitted per step: its first token comes at that step's end (the engine-independent overhead of the
+        # idle TTFT -- HTTP, tokenisation, scheduling -- stays)
+        idle_step = perf.decode_step_s(1, float(input_len)) + perf.prefill_compute_s(float(input_len), input_len)
+        overhead = max(0.0, ttft - idle_step)
+        step = perf.decode_step_s(b, mean_ctx) + perf.prefill_compute_s(max(float(input_len),
+                                                                             admitted_tokens_per_step), input_len)
+        ttft = overhead + tpot / 2 + step
     if c > b:
         running_time = ttft + max(output_len - 1, 0) * tpot
         ttft += (c / b - 1.0) * running_time
