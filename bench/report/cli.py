@@ -12,13 +12,8 @@ EXIT_USAGE = 2
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of GPUs (example: 4)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1 GPU")
-    return value
+    from ..cli import int_at_least
+    return int_at_least(1, "GPUs")(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

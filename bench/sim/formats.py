@@ -32,6 +32,8 @@ def _usage_openai(prompt: int, completion: int) -> dict[str, int]:
 class OpenAIChat:
     name = "openai-chat"
     id_prefix = "chatcmpl-"
+    chunk_object = "chat.completion.chunk"
+    final_choice = b'"delta":{},"logprobs":null,"finish_reason":'  # the choice of the chunk that ends generation
     start_early = False  # like vLLM: the role chunk goes out with the first token
 
     def __init__(self, ctx: Ctx):
@@ -55,14 +57,15 @@ class OpenAIChat:
         return self._chunk(key + orjson.dumps(text), cum_tokens)
 
     def end(self, finish_reason: str, completion_tokens: int) -> bytes:
-        head = self._head.rsplit(b'"delta":{', 1)[0]
-        out = head + b'"delta":{},"logprobs":null,"finish_reason":' + orjson.dumps(finish_reason) + b"}]"
+        """The chunk with finish_reason, the usage-only chunk when asked for, and [DONE]."""
+        head = self._head[:self._head.rindex(b'"choices":[{"index":0,')] + b'"choices":[{"index":0,'
+        out = head + self.final_choice + orjson.dumps(finish_reason) + b"}]"
         if self.ctx.continuous_usage:
             out += b',"usage":' + orjson.dumps(_usage_openai(self.ctx.prompt_tokens, completion_tokens))
         out += b"}\n\n"
         if self.ctx.include_usage:
-            final = {"id": self.id_prefix + self.ctx.rid, "object": "chat.completion.chunk",
-                     "created": self.ctx.created, "model": self.ctx.model, "choices": [],
+            final = {"id": self.id_prefix + self.ctx.rid, "object": self.chunk_object, "created": self.ctx.created,
+                     "model": self.ctx.model, "choices": [],
                      "usage": _usage_openai(self.ctx.prompt_tokens, completion_tokens)}
             out += b"data: " + orjson.dumps(final) + b"\n\n"
         return out + b"data: [DONE]\n\n"
@@ -89,6 +92,8 @@ class OpenAIChat:
 class OpenAICompletions(OpenAIChat):
     name = "openai-completions"
     id_prefix = "cmpl-"
+    chunk_object = "text_completion"
+    final_choice = b'"text":"","logprobs":null,"finish_reason":'
 
     def __init__(self, ctx: Ctx):
         self.ctx = ctx
@@ -102,19 +107,6 @@ class OpenAICompletions(OpenAIChat):
 
     def token(self, text: str, kind: str, cum_tokens: int) -> bytes:
         return self._chunk(orjson.dumps(text), cum_tokens)
-
-    def end(self, finish_reason: str, completion_tokens: int) -> bytes:
-        head = self._head.rsplit(b'"text":', 1)[0]
-        out = head + b'"text":"","logprobs":null,"finish_reason":' + orjson.dumps(finish_reason) + b"}]"
-        if self.ctx.continuous_usage:
-            out += b',"usage":' + orjson.dumps(_usage_openai(self.ctx.prompt_tokens, completion_tokens))
-        out += b"}\n\n"
-        if self.ctx.include_usage:
-            final = {"id": self.id_prefix + self.ctx.rid, "object": "text_completion", "created": self.ctx.created,
-                     "model": self.ctx.model, "choices": [],
-                     "usage": _usage_openai(self.ctx.prompt_tokens, completion_tokens)}
-            out += b"data: " + orjson.dumps(final) + b"\n\n"
-        return out + b"data: [DONE]\n\n"
 
     def body(self, reasoning: str, answer: str, finish_reason: str, completion_tokens: int) -> dict[str, Any]:
         return {"id": self.id_prefix + self.ctx.rid, "object": "text_completion", "created": self.ctx.created,

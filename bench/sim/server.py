@@ -360,13 +360,7 @@ class SimServer:
         transport = NullTransport()
         start = b""
         if stream:
-            resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
-                                                           "Cache-Control": "no-cache"})
-            await resp.prepare(request)
-            start = fmt.start()
-            if start and fmt.start_early:
-                await resp.write(start)
-                start = b""
+            resp, start = await self._open_stream(request, fmt)
             transport = request.transport
         s = Stream(fmt=fmt, events=self._plan_events(n_out), truth=truth, transport=transport,
                    step_ns=lambda: 0, finish_reason=finish, due_ns=0,
@@ -380,14 +374,36 @@ class SimServer:
             transport.close() if isinstance(transport, NullTransport) else None
             raise
         if not stream:
-            tokens = self._plan_tokens(n_out)
-            payload = fmt.body("".join(t for k, t in tokens if k == "r"), "".join(t for k, t in tokens if k == "a"),
-                               finish, n_out)
+            payload = self._body_bytes(fmt, n_out, finish)
             truth.emit_ns = [perf_counter_ns()]
             truth.tokens = [n_out]
-            return web.Response(body=orjson.dumps(payload), content_type="application/json")
+            return web.Response(body=payload, content_type="application/json")
+        return await self._close_stream(resp, outcome)
+
+    def _body_bytes(self, fmt, n_out: int, finish: str) -> bytes:
+        """A whole (non-streaming) response of ``n_out`` tokens."""
+        tokens = self._plan_tokens(n_out)
+        reasoning = "".join(t for k, t in tokens if k == "r")
+        answer = "".join(t for k, t in tokens if k == "a")
+        return orjson.dumps(fmt.body(reasoning, answer, finish, n_out))
+
+    @staticmethod
+    async def _open_stream(request: web.Request, fmt) -> tuple[web.StreamResponse, bytes]:
+        """Send the headers (and the start events the API sends before any token); returns the response and the
+        start events still to go out with the first token."""
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
+                                                       "Cache-Control": "no-cache"})
+        await resp.prepare(request)  # sends the headers; the emitter or the engine writes the chunks
+        start = fmt.start()
+        if start and fmt.start_early:
+            await resp.write(start)
+            start = b""
+        return resp, start
+
+    @staticmethod
+    async def _close_stream(resp: web.StreamResponse, outcome: str) -> web.StreamResponse:
         if outcome in ("cut", "disconnected"):
-            return resp
+            return resp  # the connection is gone: no chunked terminator
         try:
             await resp.write_eof()
         except (ConnectionResetError, RuntimeError):
@@ -400,10 +416,7 @@ class SimServer:
         delay = (done - perf_counter_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
-        tokens = self._plan_tokens(n_out)
-        reasoning = "".join(t for k, t in tokens if k == "r")
-        answer = "".join(t for k, t in tokens if k == "a")
-        payload = orjson.dumps(fmt.body(reasoning, answer, finish, n_out))
+        payload = self._body_bytes(fmt, n_out, finish)
         truth.emit_ns.append(perf_counter_ns())
         truth.tokens.append(n_out)
         truth.output_tokens = n_out
@@ -412,24 +425,11 @@ class SimServer:
 
     async def _stream(self, request: web.Request, fmt, truth: TruthRecord, n_out: int, finish: str,
                       fault: FaultRule | None) -> web.StreamResponse:
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
-                                                       "Cache-Control": "no-cache"})
-        await resp.prepare(request)  # sends the headers; the emitter writes the chunks
-        start = fmt.start()
-        if start and fmt.start_early:
-            await resp.write(start)
-            start = b""
+        resp, start = await self._open_stream(request, fmt)
         stream = Stream(fmt=fmt, events=self._plan_events(n_out), truth=truth, transport=request.transport,
                         step_ns=self._step_ns, finish_reason=finish, due_ns=self._first_due_ns(truth.admitted_ns),
                         fault_kind=fault.kind if fault is not None else None,
                         fault_at_tokens=fault.after_tokens if fault is not None else None, start=start)
         self._emitter.add(stream)
-        outcome = await stream.done
-        if outcome in ("cut", "disconnected"):
-            return resp
-        try:
-            await resp.write_eof()
-        except (ConnectionResetError, RuntimeError):
-            pass
-        return resp
+        return await self._close_stream(resp, await stream.done)
 
