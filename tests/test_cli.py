@@ -280,7 +280,8 @@ def test_selftest_runs_and_reports_against_the_truth(cli, tmp_path):
     assert len(rows) == 1
     row = rows[0]
     assert row["ok"] == 30 and row["concurrency"] == 2
-    assert row["true_itl_mean_ms"] >= 2.0
+    # the simulator emits on millisecond timers, so its true gaps are 2 ms give or take a fraction of a millisecond
+    assert 1.8 <= row["true_itl_mean_ms"] <= 2.6
     assert abs(row["itl_err_mean_ms"]) < 1.0  # measured and true inter-token gaps agree
     assert row["throughput_pct"] > 90
 
