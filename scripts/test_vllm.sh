@@ -14,4 +14,5 @@ VLLM_PY=$(scripts/vllm_env.sh)
 MODEL_DIR=${GPUCAP_TINY_MODEL:-$(dirname "$(dirname "$VLLM_PY")")/tiny-qwen2}
 "$VLLM_PY" tests/integration/build_tiny_model.py "$MODEL_DIR"
 export GPUCAP_VLLM_PYTHON="$VLLM_PY" GPUCAP_TINY_MODEL="$MODEL_DIR"
-exec .venv/bin/python -m pytest tests/integration/test_vllm_real.py -p no:cacheprovider -rs "$@"
+# tests/test_hfserve.py: bench.hfserve (transformers on the CPU torch of the same venv), ~1 min
+exec .venv/bin/python -m pytest tests/integration/test_vllm_real.py tests/test_hfserve.py -p no:cacheprovider -rs "$@"

@@ -19,44 +19,22 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script by a python where gpucap is not installed: import it from here
+    sys.path.insert(0, str(ROOT))
 SETTINGS = {"layers": 2, "hidden": 256, "heads": 4, "kv_heads": 2, "intermediate": 1024, "vocab": 4096,
             "max_positions": 4096, "seed": 0, "dtype": "bfloat16"}
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 STAMP = "gpucap_tiny_model.json"
 
 
-def training_files(root: Path) -> list[str]:
-    files = [p for pattern in ("bench/**/*.py", "sizing/**/*.py", "docs/*.md", "*.md", "tests/*.py")
-             for p in root.glob(pattern)]
-    return [str(p) for p in sorted(set(files)) if p.is_file()]
-
-
 def build_tokenizer(out: Path, vocab: int):
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast
+    """Train the byte-level BPE tokenizer (``bench.hfserve.tokenizer``, shared with the hfserve server) on this
+    checkout's text and save it into `out`."""
+    from bench.hfserve.tokenizer import train_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIAL, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    files = training_files(ROOT)
-    if not files:
-        raise SystemExit(f"no training text found under {ROOT}")
-    tok.train(files, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token=None, unk_token=None, model_max_length=SETTINGS["max_positions"])
-    fast.chat_template = CHATML
+    try:
+        fast = train_tokenizer(vocab, SETTINGS["max_positions"], root=ROOT)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     fast.save_pretrained(out)
     return fast
 
