@@ -392,7 +392,24 @@ def _describe_exit(code: int) -> str:
 # ---- engine, model and layout from the command line and the log --------------------------------------------
 
 _ENGINE_WORDS = (("sglang", "sglang"), ("vllm", "vllm"), ("llama-server", "llama.cpp"), ("llama_cpp", "llama.cpp"),
-                 ("llama.cpp", "llama.cpp"), ("ollama", "ollama"))
+                 ("llama.cpp", "llama.cpp"), ("ollama", "ollama"), ("bench.hfserve", "gpucap-hfserve"))
+
+
+def _engine_of(words: list[str]) -> str | None:
+    """The engine a command runs: from its program (``vllm``, ``llama-server``...) or ``python -m MODULE``, else from
+    the words after the program (``docker run vllm/vllm-openai``); never from the program's own path, where a
+    virtual environment's folder name (``.venv-vllm/bin/python``) would say nothing about what runs."""
+    argv = [w for w in words if not _ASSIGNMENT.match(w)]
+    if not argv:
+        return None
+    program = os.path.basename(argv[0]).lower()
+    if program.startswith("python") and "-m" in argv[:-1]:
+        program = argv[argv.index("-m") + 1].lower()
+    for word, engine in _ENGINE_WORDS:
+        if program.startswith(word):
+            return engine
+    rest = " ".join(argv[1:]).lower()
+    return next((engine for word, engine in _ENGINE_WORDS if word in rest), None)
 # flag -> key; first match wins, both "--flag value" and "--flag=value"
 _FLAGS = {
     "--model": "model", "--model-path": "model", "-m": "model", "--served-model-name": "served_model",
@@ -424,8 +441,7 @@ def parse_command(command: str) -> dict[str, Any]:
             words = shlex.split(words[words.index("-c") + 1])  # sh -c "vllm serve ..."
     except ValueError:
         words = command.split()
-    lower = command.lower()
-    info["engine"] = next((engine for word, engine in _ENGINE_WORDS if word in lower), None)
+    info["engine"] = _engine_of(words)
     for i, word in enumerate(words):
         flag, eq, inline = word.partition("=")
         key = _FLAGS.get(flag if eq else word)

@@ -297,3 +297,17 @@ def test_the_server_does_not_outlive_its_caller(tmp_path, how):
         caller.wait()
         if server_pid is not None and not gone(server_pid):
             os.killpg(server_pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("command, engine", [
+    ("/home/me/.venv-vllm/bin/python -m bench.hfserve --model m", "gpucap-hfserve"),  # the venv's name says nothing
+    ("vllm serve Qwen/Qwen2.5-7B-Instruct --tensor-parallel-size 4", "vllm"),
+    ("VLLM_CPU_KVCACHE_SPACE=1 python -m vllm.entrypoints.openai.api_server --model /m", "vllm"),
+    ("python3 -m sglang.launch_server --model-path m --tp 2", "sglang"),
+    ("llama-server -m r1-UD-Q2_K_XL.gguf", "llama.cpp"),
+    ("docker run --gpus all vllm/vllm-openai --model m", "vllm"),
+    ("/opt/bin/my-server --port 8000", None),
+])
+def test_engine_named_by_the_program_not_by_its_path(command, engine):
+    from bench.launch import parse_command
+    assert parse_command(command)["engine"] == engine
