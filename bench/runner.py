@@ -233,11 +233,14 @@ class Runner:
             raise
         finally:
             self.state.in_flight -= 1
+        self._abort_if_fatal(record)  # the status code decided it: stop before any worker sends its next request
+        self._finisher.put(record, raw, records)
+
+    def _abort_if_fatal(self, record: RequestRecord) -> None:
+        """Stop the run when a request failed for a reason that will not go away and nothing has succeeded yet."""
         if record.error_class in errors.FATAL and not self.state.any_success and self.state.abort is None:
-            # decided from the status code already: stop before any worker sends its next request
             self.state.abort = record
             self.cancel_in_flight()
-        self._finisher.put(record, raw, records)
 
     def _complete(self, record: RequestRecord, records: list[RequestRecord]) -> None:
         records.append(record)
@@ -246,9 +249,8 @@ class Runner:
         self.observer.request_done(record)
         if record.error_class is None:
             self.state.any_success = True
-        elif record.error_class in errors.FATAL and not self.state.any_success and self.state.abort is None:
-            self.state.abort = record
-            self.cancel_in_flight()
+        else:
+            self._abort_if_fatal(record)  # also classes only the response body could tell
 
     def _more(self, n: int, total: int | None, deadline_ns: int | None) -> bool:
         if self.state.stopping:
