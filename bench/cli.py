@@ -432,20 +432,21 @@ def cmd_sim(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                        seed=args.seed, truth_path=args.record_truth, engine=engine)
 
     async def serve() -> None:
+        # handlers first: a SIGTERM that comes as soon as the port answers still stops the server cleanly (exit 0)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        import gc
         server = SimServer(config)
+        gc.collect()
+        gc.freeze()  # start-up objects stay; the collector's full passes only see per-request garbage
         try:
             url = await server.start(args.host, args.port)
         except OSError as e:
             print(f"bench sim: error: --port {args.port}: cannot listen ({e.strerror})", file=sys.stderr)
             raise SystemExit(1)
         print(f"{READY_PREFIX}{url}", flush=True)
-        import gc
-        gc.collect()
-        gc.freeze()  # start-up objects stay; the collector's full passes only see per-request garbage
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await server.stop()
 
