@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bench.sim import SimConfig, SimThread
@@ -50,3 +52,22 @@ def bench_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Pa
 @pytest.fixture
 def cli():
     return bench_cli
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_running(marker: str) -> list[psutil.Process]:
+    """Live processes (not this one, not zombies) whose command line contains ``marker`` (e.g. a test's port)."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(p.info["cmdline"] or ()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return [p for p in found if p.pid != os.getpid()]

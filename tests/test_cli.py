@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bench.records import read_records
 from bench.sim import FaultRule
-from conftest import ROOT
+from conftest import ROOT, free_port, processes_running
 
 FAST_SIM = ["--sim-ttft-ms", "5", "--sim-itl-ms", "2", "--output-len", "8", "--input-len", "16"]
 STAT_KEYS = {"mean", "p50", "p90", "p95", "p99", "min", "max"}
@@ -317,27 +317,12 @@ def test_rehearsing_a_deployment_end_to_end(cli, tmp_path):
     assert levels[1]["output_tokens_per_s"] > levels[0]["output_tokens_per_s"]
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _pids_matching(text: str) -> list[int]:
-    import psutil
-    out = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if text in " ".join(proc.info["cmdline"] or []):
-                out.append(proc.info["pid"])
-        except psutil.Error:
-            continue
-    return out
 
 
 def test_launch_starts_measures_and_stops_the_server(cli, tmp_path):
-    port = _free_port()
+    port = free_port()
     command = f"{sys.executable} -m bench sim --port {port} --ttft-ms 5 --itl-ms 10"
     out = tmp_path / "r"
     res = cli("run", "--launch", command, "--base-url", f"http://127.0.0.1:{port}", "--concurrency", "1,4",
@@ -352,11 +337,11 @@ def test_launch_starts_measures_and_stops_the_server(cli, tmp_path):
     assert [lv["ok"] for lv in levels] == [4, 4]
     # the telemetry watched the launched process: its resident memory was sampled
     assert levels[0]["telemetry"]["server_res_bytes_peak"] > 10e6
-    assert _pids_matching(f"--port {port}") == []  # nothing left behind
+    assert processes_running(f"--port {port}") == []  # nothing left behind
 
 
 def test_launch_of_a_server_that_dies_shows_its_log(cli, tmp_path):
-    port = _free_port()
+    port = free_port()
     command = f"{sys.executable} -c \"import sys; print('CUDA out of memory, giving up'); sys.exit(3)\""
     res = cli("run", "--launch", command, "--base-url", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "r"),
               "--no-progress")
@@ -367,7 +352,7 @@ def test_launch_of_a_server_that_dies_shows_its_log(cli, tmp_path):
 
 
 def test_ctrl_c_during_a_launched_run_stops_the_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--launch",
                              f"{sys.executable} -m bench sim --port {port} --ttft-ms 5 --itl-ms 20",
@@ -381,7 +366,7 @@ def test_ctrl_c_during_a_launched_run_stops_the_server(tmp_path):
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stdout + stderr
-    assert _pids_matching(f"--port {port}") == []
+    assert processes_running(f"--port {port}") == []
     assert len(list(read_records(out / "requests.jsonl"))) >= 1
 
 

@@ -21,7 +21,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +35,7 @@ from bench.hfserve.protocol import CHAT, COMPLETIONS, DONE, Chunks, RequestError
 from bench.launch import LaunchedServer
 from bench.records import read_records
 from bench.sse import split_events
+from conftest import free_port, processes_running
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT_LEN = 16
@@ -163,21 +163,8 @@ def test_without_torch_one_sentence_and_exit_2():
 
 # ---- the server, on the CPU -----------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def processes_running(marker: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(p.info["cmdline"] or ()):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return [p for p in found if p.pid != os.getpid()]
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from bench.launch import LaunchedServer
 from bench.metrics import derive
 from bench.records import read_records
 from bench.telemetry import SERVER_HISTOGRAMS, histogram_delta
+from conftest import free_port, processes_running
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = os.environ.get("GPUCAP_VLLM_PYTHON")
@@ -46,10 +46,6 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +66,6 @@ def vllm_command(model: Path, port: int) -> str:
             f"--served-model-name tiny-qwen2 --host 127.0.0.1 --port {port} --max-model-len 2048 --enforce-eager")
 
 
-def processes_running(marker: str) -> list[psutil.Process]:
-    """Live processes whose command line contains `marker` (a test's unique port)."""
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(p.info["cmdline"] or ()):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return [p for p in found if p.pid != os.getpid()]
 
 
 @pytest.fixture
