@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from bench.apis import ANTHROPIC_MESSAGES, APIS, OPENAI_CHAT, OPENAI_COMPLETIONS, PromptSpec
 from bench.apis import anthropic, openai
 from bench.apis.base import int_or_none, split_think_in_content
