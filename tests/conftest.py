@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,3 +72,14 @@ def processes_running(marker: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return [p for p in found if p.pid != os.getpid()]
+
+
+def kill_leftovers(marker: str) -> None:
+    """Kill (process group first) whatever still runs with ``marker`` in its command line: a test's teardown."""
+    left = processes_running(marker)
+    for p in left:
+        try:
+            os.killpg(os.getpgid(p.pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            p.kill()
+    psutil.wait_procs(left, timeout=10)

@@ -20,7 +20,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ from bench.hfserve.protocol import CHAT, COMPLETIONS, DONE, Chunks, RequestError
 from bench.launch import LaunchedServer
 from bench.records import read_records
 from bench.sse import split_events
-from conftest import free_port, processes_running
+from conftest import free_port, kill_leftovers, processes_running
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT_LEN = 16
@@ -172,13 +171,7 @@ def port():
     """A free port; at teardown, whatever still serves on it is killed (and the test has failed already)."""
     port = free_port()
     yield port
-    left = processes_running(f"--port {port}")
-    for p in left:
-        try:
-            os.killpg(os.getpgid(p.pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            p.kill()
-    psutil.wait_procs(left, timeout=10)
+    kill_leftovers(f"--port {port}")
 
 
 @pytest.fixture(scope="module")

@@ -34,14 +34,15 @@ class OpenAIChat:
     id_prefix = "chatcmpl-"
     chunk_object = "chat.completion.chunk"
     final_choice = b'"delta":{},"logprobs":null,"finish_reason":'  # the choice of the chunk that ends generation
+    token_open, token_close = b'"delta":{', b'},"logprobs":null,"finish_reason":null}]'  # around a token's JSON
     start_early = False  # like vLLM: the role chunk goes out with the first token
 
     def __init__(self, ctx: Ctx):
         self.ctx = ctx
-        head = {"id": self.id_prefix + ctx.rid, "object": "chat.completion.chunk", "created": ctx.created,
+        head = {"id": self.id_prefix + ctx.rid, "object": self.chunk_object, "created": ctx.created,
                 "model": ctx.model}
-        self._head = b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":0,"delta":{'
-        self._tail = b'},"logprobs":null,"finish_reason":null}]'
+        self._head = b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":0,' + self.token_open
+        self._tail = self.token_close
 
     def _chunk(self, delta: bytes, usage_tokens: int | None) -> bytes:
         usage = b""
@@ -94,13 +95,7 @@ class OpenAICompletions(OpenAIChat):
     id_prefix = "cmpl-"
     chunk_object = "text_completion"
     final_choice = b'"text":"","logprobs":null,"finish_reason":'
-
-    def __init__(self, ctx: Ctx):
-        self.ctx = ctx
-        head = {"id": self.id_prefix + ctx.rid, "object": "text_completion", "created": ctx.created,
-                "model": ctx.model}
-        self._head = b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":0,"text":'
-        self._tail = b',"logprobs":null,"finish_reason":null}]'
+    token_open, token_close = b'"text":', b',"logprobs":null,"finish_reason":null}]'
 
     def start(self) -> bytes:
         return b""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from bench.launch import LaunchedServer
 from bench.metrics import derive
 from bench.records import read_records
 from bench.telemetry import SERVER_HISTOGRAMS, histogram_delta
-from conftest import free_port, processes_running
+from conftest import free_port, kill_leftovers, processes_running
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = os.environ.get("GPUCAP_VLLM_PYTHON")
@@ -75,13 +74,7 @@ def no_leftovers():
     port = free_port()
     marker = f"--port {port}"
     yield port
-    left = processes_running(marker)
-    for p in left:
-        try:
-            os.killpg(os.getpgid(p.pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            p.kill()
-    psutil.wait_procs(left, timeout=10)
+    kill_leftovers(marker)
 
 
 def bench_run(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
