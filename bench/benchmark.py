@@ -12,6 +12,7 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
+import aiohttp
 import numpy as np
 
 from . import __version__, aio, errors
@@ -19,9 +20,25 @@ from .apis import APIS
 from .client import Target
 from .preflight import PreflightError, ServerInfo, check_model, fetch_server_info
 from .records import RecordWriter
-from .results import (host_info, new_run_dir, read_json, redact_headers, scrub, utc_now_iso, write_json,
-                      write_summary)
-from .runner import LevelResult, LoadLevel, LoadPlan, Observer, RunAborted, Runner, make_session
+from .results import (
+    host_info,
+    new_run_dir,
+    read_json,
+    redact_headers,
+    scrub,
+    utc_now_iso,
+    write_json,
+    write_summary,
+)
+from .runner import (
+    LevelResult,
+    LoadLevel,
+    LoadPlan,
+    Observer,
+    RunAborted,
+    Runner,
+    make_session,
+)
 from .sim.process import SimProcess
 from .summary import summarize_level
 from .urls import env_proxy_for, is_loopback, normalize
@@ -369,7 +386,8 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
         per_level = {lv.label: (requests_for_level(lv, config.num_requests) if config.duration_s is None else None)
                      for lv in config.levels}
         async with make_session(max((lv.concurrency or 1) for lv in config.levels), config.timeout_s) as session:
-            target, info, why_not = await _resolve_target(config, session, base, simulated, observer)
+            async with aiohttp.ClientSession(trust_env=False) as probe_session:  # GET /v1/models, /version
+                target, info, why_not = await _resolve_target(config, probe_session, base, simulated, observer)
             if target is None:
                 return Outcome(None, [], 1, why_not)
             secrets = [target.api_key] if target.api_key else []

@@ -1,8 +1,9 @@
 """The one request loop: send a request, timestamp every read of the response, then read it into a record.
 
-The hot path does nothing but ``perf_counter_ns()`` and a list append per read; SSE splitting, JSON decoding and
-bookkeeping happen after the response has ended (``finish_record``), so they cannot delay the timestamps of the
-request they belong to.
+The hot path is ``bench.http1``'s ``data_received``: a ``perf_counter_ns()``, the chunked framing stripped and a list
+append per socket read; the requesting task sleeps until the response has ended. SSE splitting, JSON decoding and
+bookkeeping happen afterwards (:func:`finish`, run by the runner's finisher one response per loop turn), so they
+cannot delay the timestamps of any request.
 """
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Any
 
-import aiohttp
 import orjson
-from aiohttp.payload import BytesPayload
 
 from . import errors
 from .apis import Api, ParsedResponse
+from .http1 import Pool, Response
 from .records import RequestRecord
 from .sse import Events, split_events
 
@@ -54,97 +54,64 @@ class Target:
         return orjson.dumps(body)
 
 
-class TimedBody(BytesPayload):
-    """A request body that notes when it was handed to the socket.
-
-    aiohttp buffers the request headers and writes them together with the body; on Python < 3.12 it writes the
-    body from a task that only runs on the event loop's next turn. The moment the body is written is when the
-    server can start working, so latencies are measured from there (``written_ns``), and the gap from
-    ``send_ns`` is reported as the client's own send delay.
-    """
-
-    written_ns: int | None = None
-
-    async def write(self, writer) -> None:
-        await super().write(writer)
-        self.written_ns = perf_counter_ns()
-
-    async def write_with_length(self, writer, content_length) -> None:
-        await super().write_with_length(writer, content_length)
-        self.written_ns = perf_counter_ns()
-
-
-@dataclass
-class RawResponse:
-    """What the hot path captured: the timestamped reads of a stream, or a whole body, or the exception."""
-
-    reads_ns: list[int] = field(default_factory=list)
-    reads: list[bytes] = field(default_factory=list)
-    body: bytes | None = None
-    exc: BaseException | None = None
-
-
-async def send(session: aiohttp.ClientSession, target: Target, body: bytes, headers: dict[str, str],
-               record: RequestRecord) -> RawResponse:
+async def send(pool: Pool, target: Target, body: bytes, headers: dict[str, str], record: RequestRecord) -> Response:
     """Send one request; fill ``record``'s times and status; return the raw response for :func:`finish`.
 
-    Never raises except on cancellation (then ``record`` is finished as ``cancelled`` with what had arrived).
+    Latencies count from ``written_ns``, the moment the request's bytes were handed to the socket (when the server
+    can start working); every read of the answer was stamped as it arrived (``bench.http1``). Never raises except
+    on cancellation (then ``record`` is finished as ``cancelled`` with what had arrived).
     """
-    raw = RawResponse()
-    reads_ns = raw.reads_ns
-    reads = raw.reads
-    payload = TimedBody(body, content_type="application/json")
+    raw = Response()
     record.send_ns = perf_counter_ns()
     try:
-        async with session.post(target.url, data=payload, headers=headers, proxy=target.proxy) as resp:
-            record.written_ns = payload.written_ns
-            record.headers_ns = perf_counter_ns()
-            record.status = resp.status
-            if resp.status != 200:
-                text = await resp.text(errors="replace")
-                record.end_ns = perf_counter_ns()
-                record.error_class = errors.classify_status(resp.status, text)
-                record.error = f"HTTP {resp.status}: {' '.join(text.split())[:MAX_ERROR_CHARS]}"
-                if resp.status == 429:
-                    record.retry_after_s = errors.parse_retry_after(resp.headers.get("Retry-After"))
-                return raw
-            if target.stream and resp.content_type == "text/event-stream":
-                content = resp.content
-                try:
-                    while True:
-                        chunk = await content.readany()
-                        if not chunk:
-                            break
-                        reads_ns.append(perf_counter_ns())
-                        reads.append(chunk)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - a cut stream: keep what arrived before the cut
-                    raw.exc = e
-            else:
-                raw.body = await resp.read()
+        await pool.request("POST", target.url, headers, body, raw, proxy=target.proxy)
     except asyncio.CancelledError:
-        record.end_ns = perf_counter_ns()
-        record.written_ns = payload.written_ns
+        _times(record, raw)
         finish(record, raw, target.api)
         record.error_class = errors.CANCELLED
         record.error = errors.sentence(errors.CANCELLED)
         raise
-    except Exception as e:  # noqa: BLE001 - every failure becomes a value in the record
-        raw.exc = e
-        record.written_ns = payload.written_ns
-    record.end_ns = perf_counter_ns()
+    _times(record, raw)
+    status = raw.status
+    if status is not None and status != 200 and raw.exc is None:
+        text = _text(raw)
+        record.error_class = errors.classify_status(status, text)
+        record.error = f"HTTP {status}: {' '.join(text.split())[:MAX_ERROR_CHARS]}"
+        if status == 429:
+            record.retry_after_s = errors.parse_retry_after(raw.headers.get("retry-after"))
     return raw
 
 
-def finish(record: RequestRecord, raw: RawResponse, api: Api) -> RequestRecord:
+def _times(record: RequestRecord, raw: Response) -> None:
+    record.written_ns = raw.written_ns
+    record.headers_ns = raw.headers_ns
+    record.status = raw.status
+    record.end_ns = raw.end_ns if raw.end_ns is not None else perf_counter_ns()
+
+
+def _text(raw: Response) -> str:
+    try:
+        return raw.body.decode("utf-8", errors="replace")
+    except (ValueError, OSError):  # an undecodable compressed body
+        return b"".join(raw.reads).decode("utf-8", errors="replace")
+
+
+def finish(record: RequestRecord, raw: Response, api: Api) -> RequestRecord:
     """Read the raw response into ``record`` (events, usage, error class). Runs off the hot path."""
     if record.error_class is not None:  # decided from the status code already
         return record
-    if raw.body is not None:
-        _fill_body(record, raw.body, api)
-    elif raw.reads_ns or raw.exc is None:
+    if raw.status is None:
+        pass  # nothing came back: the exception below says why
+    elif record.stream and raw.content_type == "text/event-stream":
         _fill_stream(record, raw.reads_ns, raw.reads, api)
+    elif raw.complete or raw.exc is None:
+        try:
+            body = raw.body
+        except (ValueError, OSError) as e:
+            record.error_class = errors.MALFORMED
+            record.error = str(e)[:MAX_ERROR_CHARS]
+            return record
+        _fill_body(record, body, api)
     exc = raw.exc
     if exc is not None and (record.error_class is None or record.error_class == errors.STREAM_CUT):
         cls = errors.classify_exception(exc)
@@ -155,9 +122,9 @@ def finish(record: RequestRecord, raw: RawResponse, api: Api) -> RequestRecord:
     return record
 
 
-async def send_and_finish(session: aiohttp.ClientSession, target: Target, body: bytes, headers: dict[str, str],
+async def send_and_finish(pool: Pool, target: Target, body: bytes, headers: dict[str, str],
                           record: RequestRecord) -> RequestRecord:
-    return finish(record, await send(session, target, body, headers, record), target.api)
+    return finish(record, await send(pool, target, body, headers, record), target.api)
 
 
 def _apply(record: RequestRecord, parsed: ParsedResponse) -> None:

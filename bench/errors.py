@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
+import ssl
 
 import aiohttp
+
+from .http1 import ConnectionClosed, ProtocolError, ProxyError
 
 AUTH = "auth"
 BALANCE = "insufficient_balance"
@@ -20,6 +24,7 @@ SERVER_ERROR = "server_error"
 TIMEOUT = "timeout"
 CONNECTION_REFUSED = "connection_refused"
 CONNECTION_RESET = "connection_reset"
+TLS = "tls_error"
 STREAM_CUT = "stream_cut"
 MALFORMED = "malformed_response"
 STREAM_ERROR = "stream_error"
@@ -36,7 +41,9 @@ SENTENCES = {
     CLIENT_ERROR: "the server rejected the request (HTTP 4xx)",
     SERVER_ERROR: "the server failed (HTTP 5xx)",
     TIMEOUT: "the request timed out (see --timeout)",
-    CONNECTION_REFUSED: "the connection was refused: nothing listens at that address",
+    CONNECTION_REFUSED: "the connection was refused: nothing listens at that address, the host name does not resolve, "
+                        "or the proxy refused the tunnel",
+    TLS: "the TLS handshake failed (the certificate is not trusted or not for this host name)",
     CONNECTION_RESET: "the connection was reset or closed by the server",
     STREAM_CUT: "the response stream ended before its end marker",
     MALFORMED: "the response could not be decoded (malformed SSE event or JSON)",
@@ -77,6 +84,10 @@ def classify_exception(exc: BaseException) -> str:
         return TIMEOUT
     if isinstance(exc, asyncio.CancelledError):
         return CANCELLED
+    if isinstance(exc, ssl.SSLError) or isinstance(getattr(exc, "os_error", None), ssl.SSLError):
+        return TLS
+    if isinstance(exc, (ConnectionRefusedError, socket.gaierror, ProxyError)):
+        return CONNECTION_REFUSED
     if isinstance(exc, aiohttp.ClientConnectorError):
         inner = getattr(exc, "os_error", None)
         if isinstance(inner, ConnectionRefusedError) or "refused" in str(exc).lower():
@@ -84,10 +95,9 @@ def classify_exception(exc: BaseException) -> str:
         return CONNECTION_RESET
     if isinstance(exc, aiohttp.ClientPayloadError):
         return STREAM_CUT
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
-                        ConnectionError)):
+    if isinstance(exc, (ConnectionClosed, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, OSError)):
         return CONNECTION_RESET
-    if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ContentTypeError, ValueError)):
+    if isinstance(exc, (ProtocolError, aiohttp.ClientResponseError, aiohttp.ContentTypeError, ValueError)):
         return MALFORMED
     return CLIENT_ERROR
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-from collections import deque
 import resource
+from collections import deque
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Protocol
 
-import aiohttp
 import numpy as np
 
 from . import errors
 from .apis import PromptSpec
-from .client import RawResponse, Target, finish, send
+from .client import Target, finish, send
+from .http1 import Pool, Response
 from .records import RecordWriter, RequestRecord
 from .schedule import arrival_offsets_s
 from .stats import describe
@@ -109,17 +109,15 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
-def make_session(max_concurrency: int, timeout_s: float) -> aiohttp.ClientSession:
-    """One long-lived session: no connection limit, a 1 MiB read buffer so long outputs are never throttled."""
+def make_session(max_concurrency: int, timeout_s: float) -> Pool:
+    """One long-lived connection pool for the whole run: no connection limit (a connection per request in flight,
+    kept alive between requests), the open-files limit raised to fit them."""
     raise_fd_limit(max_concurrency * 2 + 256)
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=False)
-    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(30.0, timeout_s))
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, read_bufsize=1 << 20,
-                                 auto_decompress=True, trust_env=False)
+    return Pool(timeout_s=timeout_s, connect_timeout_s=min(30.0, timeout_s))
 
 
 class Runner:
-    def __init__(self, target: Target, plan: LoadPlan, writer: "RecordWriter | None",
+    def __init__(self, target: Target, plan: LoadPlan, writer: RecordWriter | None,
                  observer: Observer | None = None, run_id: str = "r"):
         self.target = target
         self.plan = plan
@@ -152,7 +150,7 @@ class Runner:
         for task in list(self.state.tasks):
             task.cancel()
 
-    async def run(self, session: aiohttp.ClientSession) -> list[LevelResult]:
+    async def run(self, session: Pool) -> list[LevelResult]:
         """Run every level in turn; ``self.results`` keeps the finished ones if this raises :class:`RunAborted`."""
         for index, level in enumerate(self.plan.levels):
             if self.state.stopping:
@@ -171,7 +169,7 @@ class Runner:
             self.state.last_lag_ms = lag_ms
             self._lags.append(lag_ms)
 
-    async def run_level(self, session: aiohttp.ClientSession, index: int, level: LoadLevel) -> LevelResult:
+    async def run_level(self, session: Pool, index: int, level: LoadLevel) -> LevelResult:
         plan = self.plan
         prompts = [salt_for_level(p, index, plan.prefix_len) for p in plan.prompts]
         bodies = [self.target.body_bytes(p) for p in prompts]  # built before the clock starts
@@ -336,11 +334,11 @@ class Finisher:
 
     def __init__(self, runner: Runner):
         self.runner = runner
-        self.queue: deque[tuple[RequestRecord, RawResponse, list[RequestRecord]]] = deque()
+        self.queue: deque[tuple[RequestRecord, Response, list[RequestRecord]]] = deque()
         self.wake = asyncio.Event()
         self.task = asyncio.create_task(self._loop())
 
-    def put(self, record: RequestRecord, raw: RawResponse, records: list[RequestRecord]) -> None:
+    def put(self, record: RequestRecord, raw: Response, records: list[RequestRecord]) -> None:
         self.queue.append((record, raw, records))
         self.wake.set()
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import aiohttp
 import pytest
+from conftest import run
 
 from bench import errors
 from bench.apis import APIS, PromptSpec
 from bench.client import Target, send_and_finish
+from bench.http1 import Pool
 from bench.metrics import derive
 from bench.records import RequestRecord
 from bench.sim import FaultRule
-from conftest import run
 
 
 def prompt(words: int = 20, out: int | None = 12) -> PromptSpec:
@@ -32,8 +32,8 @@ async def one(url: str, api: str = "openai-chat", *, stream: bool = True, p: Pro
                     continuous_usage=continuous_usage)
     headers = target.headers()
     headers["X-Request-Id"] = rid
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
-        return await send_and_finish(session, target, target.body_bytes(p or prompt()), headers,
+    async with Pool(timeout_s=timeout_s) as pool:
+        return await send_and_finish(pool, target, target.body_bytes(p or prompt()), headers,
                                      new_record(rid, api, stream))
 
 
