@@ -392,8 +392,9 @@ class _Conn(asyncio.Protocol):
             waiter.set_result(None)
 
     def _fail(self, exc: BaseException) -> None:
+        """The response in flight (if any) ends with ``exc``; the connection is closed."""
         resp = self.resp
-        if resp is not None and resp.exc is None:
+        if self.waiter is not None and resp is not None and resp.exc is None:
             resp.exc = exc
             resp.end_ns = perf_counter_ns()
         self._drop()

@@ -1,0 +1,395 @@
+"""The hot-path HTTP/1.1 client against real servers on loopback that send exactly the bytes each test scripts."""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+import ssl
+import time
+
+import pytest
+from conftest import free_port, run
+
+from bench import errors
+from bench.http1 import (
+    ConnectionClosed,
+    Origin,
+    Pool,
+    ProtocolError,
+    ProxyError,
+    Response,
+    request_head,
+)
+
+SSE = [b"data: {\"n\": %d}\n\n" % i for i in range(5)]
+
+
+def chunked(pieces: list[bytes]) -> bytes:
+    return b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+HEAD_SSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class Scripted:
+    """A loopback server: for each connection, reads one request head (and body) per step and writes the scripted
+    pieces, pausing between them so each piece reaches the client as its own socket read."""
+
+    def __init__(self, script, pause_s: float = 0.01):
+        self.script = script  # async (reader, writer, server) -> None, or a list of byte pieces for each request
+        self.pause_s = pause_s
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def __aenter__(self) -> Scripted:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/chat/completions"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        body = await reader.readexactly(length) if length else b""
+        self.requests.append(head + body)
+        return head + body
+
+    async def send(self, writer: asyncio.StreamWriter, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(self.pause_s)
+
+    async def _handle(self, reader, writer) -> None:
+        self.connections += 1
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if callable(self.script):
+                await self.script(reader, writer, self)
+            else:
+                while await self.read_request(reader) is not None:
+                    await self.send(writer, self.script)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def get(url: str, pool: Pool | None = None, body: bytes = b"{}", **kw) -> Response:
+    resp = Response()
+    if pool is None:
+        async with Pool(**kw) as p:
+            return await p.request("POST", url, {"Content-Type": "application/json"}, body, resp)
+    return await pool.request("POST", url, {"Content-Type": "application/json"}, body, resp)
+
+
+def test_chunked_stream_split_at_every_awkward_place_gives_one_piece_per_read():
+    wire = HEAD_SSE + chunked(SSE)
+    # cut inside the head, inside a size line, between data and its CRLF, inside the CRLF, inside the terminator
+    cuts = [10, len(HEAD_SSE) + 1, len(HEAD_SSE) + 3 + len(SSE[0]), len(HEAD_SSE) + 3 + len(SSE[0]) + 1,
+            len(HEAD_SSE) + 60, len(wire) - 3]
+    pieces = [wire[a:b] for a, b in zip([0] + cuts, cuts + [len(wire)])]
+
+    async def main():
+        async with Scripted(pieces) as srv:
+            return await get(srv.url)
+    resp = run(main())
+    assert resp.exc is None and resp.complete and resp.status == 200
+    assert resp.content_type == "text/event-stream"
+    assert b"".join(resp.reads) == b"".join(SSE)  # framing gone, every payload byte kept in order
+    assert len(resp.reads) == len(resp.reads_ns) and all(resp.reads)
+    assert resp.reads_ns == sorted(resp.reads_ns)
+    # each read that carried payload is its own piece: the reads came ~10 ms apart, so the stamps are too
+    gaps_ms = [(b - a) / 1e6 for a, b in zip(resp.reads_ns, resp.reads_ns[1:])]
+    assert len(resp.reads) >= 4 and min(gaps_ms) > 5
+    assert resp.written_ns <= resp.headers_ns <= resp.reads_ns[0] <= resp.end_ns
+
+
+def test_each_event_is_stamped_when_its_read_arrives_not_when_the_response_ends():
+    pieces = [HEAD_SSE] + [b"%x\r\n%b\r\n" % (len(p), p) for p in SSE] + [b"0\r\n\r\n"]
+
+    async def main():
+        async with Scripted(pieces, pause_s=0.03) as srv:
+            t0 = time.perf_counter_ns()
+            return t0, await get(srv.url)
+    t0, resp = run(main())
+    assert b"".join(resp.reads) == b"".join(SSE)
+    offsets_ms = [(t - t0) / 1e6 for t in resp.reads_ns]
+    # the server wrote event k about 30 ms x (k + 1) after the start
+    for k, off in enumerate(offsets_ms):
+        assert 30 * (k + 1) - 5 < off < 30 * (k + 1) + 25, offsets_ms
+
+
+def test_keep_alive_reuses_one_connection_and_connection_close_does_not():
+    body = b'{"ok": true}'
+    plain = [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)]
+    closing = [plain[0].replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)]
+
+    async def three(script):
+        async with Scripted(script) as srv, Pool() as pool:
+            bodies = [(await get(srv.url, pool)).body for _ in range(3)]
+            return bodies, srv.connections
+    bodies, conns = run(three(plain))
+    assert bodies == [body] * 3 and conns == 1
+    bodies, conns = run(three(closing))
+    assert bodies == [body] * 3 and conns == 3
+
+
+def test_close_delimited_body_interim_100_and_gzip():
+    data = b'{"x": "' + b"y" * 5000 + b'"}'
+    packed = gzip.compress(data)
+    pieces = [b"HTTP/1.1 100 Continue\r\n\r\n",
+              b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n\r\n",
+              packed[:100], packed[100:]]
+
+    async def script(reader, writer, srv):
+        await srv.read_request(reader)
+        await srv.send(writer, pieces)  # then close: the body ends with the connection
+    async def main():
+        async with Scripted(script) as srv:
+            return await get(srv.url)
+    resp = run(main())
+    assert resp.exc is None and resp.status == 200 and resp.complete
+    assert resp.body == data
+
+
+def test_request_bytes_on_the_wire():
+    async def main():
+        async with Scripted([b"HTTP/1.1 204 No Content\r\n\r\n"]) as srv:
+            resp = Response()
+            async with Pool() as pool:
+                await pool.request("POST", srv.url + "?x=1", {"Authorization": "Bearer k", "X-Request-Id": "r-1"},
+                                   b'{"a": 1}', resp)
+            return resp, srv.requests[0]
+    resp, wire = run(main())
+    assert resp.status == 204 and resp.complete and resp.reads == []
+    head, _, body = wire.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v1/chat/completions?x=1 HTTP/1.1"
+    assert "Host: 127.0.0.1:%s" % lines[1].rsplit(":", 1)[1] == lines[1]
+    assert "Content-Length: 8" in lines and "Accept-Encoding: identity" in lines
+    assert "Authorization: Bearer k" in lines and "X-Request-Id: r-1" in lines
+    assert body == b'{"a": 1}'
+
+
+def test_header_injection_is_refused_before_sending():
+    with pytest.raises(ValueError, match="line break"):
+        request_head("POST", "/", Origin.of("http://h"), {"X-Evil": "a\r\nHost: other"}, 0)
+
+
+def test_server_closing_mid_stream_keeps_what_arrived_and_says_cut():
+    pieces = [HEAD_SSE, b"%x\r\n%b\r\n" % (len(SSE[0]), SSE[0]), b"%x\r\n" % 100 + b"data: {\"half"]
+
+    async def script(reader, writer, srv):
+        await srv.read_request(reader)
+        await srv.send(writer, pieces)
+    async def main():
+        async with Scripted(script) as srv:
+            return await get(srv.url)
+    resp = run(main())
+    assert isinstance(resp.exc, ConnectionClosed) and not resp.complete
+    assert resp.reads[0] == SSE[0] and b"".join(resp.reads).endswith(b"half")
+    assert errors.classify_exception(resp.exc) == errors.CONNECTION_RESET
+
+
+def test_broken_chunk_framing_is_a_protocol_error():
+    async def main():
+        async with Scripted([HEAD_SSE, b"zz\r\nhello\r\n"]) as srv:
+            return await get(srv.url)
+    resp = run(main())
+    assert isinstance(resp.exc, ProtocolError) and "chunk-size" in str(resp.exc)
+    assert errors.classify_exception(resp.exc) == errors.MALFORMED
+
+
+def test_a_request_on_a_connection_the_server_had_closed_is_sent_again_once():
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def script(reader, writer, srv):
+        await srv.read_request(reader)
+        await srv.send(writer, [ok])
+        if srv.connections == 1:
+            # keep-alive was not refused, but the server drops the connection as the next request arrives (the race
+            # of an idle timeout, as uvicorn's 5 s one): no byte of an answer
+            await srv.read_request(reader)
+
+    async def main():
+        async with Scripted(script) as srv, Pool() as pool:
+            first = await get(srv.url, pool)
+            second = await get(srv.url, pool)
+            third = await get(srv.url, pool)
+            return first, second, third, srv.connections, len(srv.requests)
+    first, second, third, conns, n_requests = run(main())
+    assert first.body == b"ok" and not first.retried
+    assert second.body == b"ok" and second.exc is None and second.retried
+    assert third.body == b"ok" and third.exc is None  # the second connection closed after its answer: a new one
+    assert conns == 3 and n_requests == 4
+
+
+def test_timeout_refused_and_unresolvable():
+    async def silent(reader, writer, srv):
+        await srv.read_request(reader)
+        await asyncio.sleep(5)
+
+    async def main():
+        async with Scripted(silent) as srv:
+            t0 = time.perf_counter()
+            resp = await get(srv.url, timeout_s=0.3)
+            return resp, time.perf_counter() - t0
+    resp, took = run(main())
+    assert isinstance(resp.exc, TimeoutError) and 0.25 < took < 2
+    assert errors.classify_exception(resp.exc) == errors.TIMEOUT
+    refused = run(get(f"http://127.0.0.1:{free_port()}/v1/x"))
+    assert errors.classify_exception(refused.exc) == errors.CONNECTION_REFUSED and refused.status is None
+    unknown = run(get("http://no-such-host.invalid/v1/x"))
+    assert errors.classify_exception(unknown.exc) == errors.CONNECTION_REFUSED
+
+
+def test_cancelling_a_request_closes_its_connection_and_keeps_the_partial_response():
+    async def endless(reader, writer, srv):
+        await srv.read_request(reader)
+        writer.write(HEAD_SSE)
+        for i in range(1000):
+            writer.write(b"%x\r\n%b\r\n" % (len(SSE[0]), SSE[0]))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+
+    async def main():
+        async with Scripted(endless) as srv, Pool() as pool:
+            resp = Response()
+            task = asyncio.create_task(pool.request("POST", srv.url, {}, b"{}", resp))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.05)
+            return resp, pool.open_connections
+    resp, open_conns = run(main())
+    assert resp.reads and resp.end_ns is not None and open_conns == 0
+
+
+# ---- proxies and TLS --------------------------------------------------------------------------------------------
+
+async def _pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+class Proxy:
+    """A forward proxy on loopback: absolute-form requests for http://, CONNECT tunnels for https://."""
+
+    def __init__(self, require_auth: str | None = None):
+        self.require_auth = require_auth
+        self.seen: list[str] = []
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+
+    async def _handle(self, reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        first = head.split(b"\r\n")[0].decode()
+        self.seen.append(first)
+        if self.require_auth and f"Proxy-Authorization: {self.require_auth}".encode() not in head:
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+            writer.close()
+            return
+        method, target, _ = first.split(" ")
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            up_r, up_w = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+            return
+        from urllib.parse import urlsplit
+        parts = urlsplit(target)
+        up_r, up_w = await asyncio.open_connection(parts.hostname, parts.port)
+        up_w.write(head.replace(target.encode(), parts.path.encode(), 1))
+        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+
+
+def test_plain_http_through_a_proxy_with_credentials():
+    ok = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+
+    async def main():
+        async with Scripted(ok) as srv, Proxy(require_auth="Basic dTpw") as px:  # u:p
+            resp = Response()
+            async with Pool() as pool:
+                await pool.request("POST", srv.url, {}, b"{}", resp, proxy=f"http://u:p@127.0.0.1:{px.port}")
+            denied = Response()
+            async with Pool() as pool:
+                await pool.request("POST", srv.url, {}, b"{}", denied, proxy=f"http://127.0.0.1:{px.port}")
+            return resp, denied, px.seen
+    resp, denied, seen = run(main())
+    assert resp.body == b"ok" and seen[0].startswith("POST http://127.0.0.1:")
+    assert denied.status == 407  # a plain-http proxy's refusal is the response itself
+
+
+def test_https_through_a_connect_tunnel_verifies_the_certificate():
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(ok)
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with Proxy() as px:
+                url = f"https://localhost:{port}/v1/chat/completions"
+                tunnelled = Response()
+                async with Pool(ssl_context=client_ctx) as pool:
+                    await pool.request("POST", url, {}, b"{}", tunnelled, proxy=f"http://127.0.0.1:{px.port}")
+                direct = Response()
+                async with Pool(ssl_context=client_ctx) as pool:
+                    await pool.request("POST", url, {}, b"{}", direct)
+                untrusted = Response()
+                async with Pool() as pool:  # the system's CAs do not know this test CA
+                    await pool.request("POST", url, {}, b"{}", untrusted)
+                return tunnelled, direct, untrusted, px.seen
+        finally:
+            server.close()
+    tunnelled, direct, untrusted, seen = run(main())
+    assert tunnelled.body == b"hello" and seen == [f"CONNECT localhost:{seen[0].split(':')[1].split()[0]} HTTP/1.1"]
+    assert direct.body == b"hello"
+    assert errors.classify_exception(untrusted.exc) == errors.TLS
+
+
+def test_a_proxy_refusing_the_tunnel_is_a_clear_error():
+    async def main():
+        async with Proxy(require_auth="Basic eDp5") as px:
+            resp = Response()
+            async with Pool() as pool:
+                await pool.request("POST", "https://localhost:1/v1/x", {}, b"{}", resp,
+                                   proxy=f"http://127.0.0.1:{px.port}")
+            return resp
+    resp = run(main())
+    assert isinstance(resp.exc, ProxyError) and "407" in str(resp.exc)
+    assert errors.classify_exception(resp.exc) == errors.CONNECTION_REFUSED
