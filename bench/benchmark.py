@@ -16,10 +16,10 @@ import aiohttp
 import numpy as np
 
 from . import __version__, aio, errors
-from .apis import APIS
-from .client import Target
+from .apis import APIS, PromptSpec
+from .client import Target, send
 from .preflight import PreflightError, ServerInfo, check_model, fetch_server_info
-from .records import RecordWriter
+from .records import RecordWriter, RequestRecord
 from .results import (
     host_info,
     new_run_dir,
@@ -312,7 +312,7 @@ def _extra_body(config: BenchConfig) -> dict[str, Any]:
     return body
 
 
-async def _resolve_target(config: BenchConfig, session, base: str, simulated: bool,
+async def _resolve_target(config: BenchConfig, session, pool, base: str, simulated: bool,
                           observer: Observer) -> tuple[Target | None, ServerInfo, str | None]:
     """The endpoint, model and request options to use, after asking the server what it serves. Returns
     (target, server info, None), or (None, info, why the run cannot start)."""
@@ -332,6 +332,13 @@ async def _resolve_target(config: BenchConfig, session, base: str, simulated: bo
     target = Target(url.base, APIS[config.api], model, stream=config.stream, api_key=key,
                     extra_headers=config.headers, extra_body=_extra_body(config), continuous_usage=continuous,
                     proxy=proxy)
+    if continuous and config.continuous_usage == "auto" and not simulated and config.stream:
+        refusal = await _refuses_continuous_usage(pool, target)
+        if refusal is not None:
+            target = replace(target, continuous_usage=False)
+            refusal = scrub(refusal, [key] if key else [])
+            observer.note(f"continuous_usage_stats is off: the server refused it ({refusal}); multi-token chunks "
+                          "are counted from the final usage only")
     observer.note(f"Target: {target.url}  model={model}  api={config.api}"
                   + (f"  server={info.version}" if info.version else ""))
     return target, info, None
@@ -387,7 +394,8 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
                      for lv in config.levels}
         async with make_session(max((lv.concurrency or 1) for lv in config.levels), config.timeout_s) as session:
             async with aiohttp.ClientSession(trust_env=False) as probe_session:  # GET /v1/models, /version
-                target, info, why_not = await _resolve_target(config, probe_session, base, simulated, observer)
+                target, info, why_not = await _resolve_target(config, probe_session, session, base, simulated,
+                                                                observer)
             if target is None:
                 return Outcome(None, [], 1, why_not)
             secrets = [target.api_key] if target.api_key else []
@@ -455,6 +463,21 @@ class _ScrubbingWriter:
         if self.secrets and record.error:
             record.error = scrub(record.error, self.secrets)
         self.writer.write(record)
+
+
+async def _refuses_continuous_usage(pool, target: Target) -> str | None:
+    """Send one 1-token request with ``continuous_usage_stats``: a server that looks like vLLM but rejects the option
+    (HTTP 400 naming it) would fail every request of the run. Returns the refusal, or None."""
+    probe = replace(target, extra_body={k: v for k, v in target.extra_body.items() if k != "min_tokens"})
+    body = probe.body_bytes(PromptSpec(index=0, text="hi", messages=None, input_len=1, output_len=1))
+    record = RequestRecord(request_id="probe-continuous-usage", phase="probe", level_index=-1, prompt_index=0,
+                           warmup=True, api=target.api.name, stream=True, input_len_requested=1,
+                           output_len_requested=1, scheduled_ns=None, send_ns=0)
+    await send(pool, probe, body, probe.headers(), record)
+    text = (record.error or "").lower()
+    if record.status == 400 and ("continuous_usage" in text or "stream_options" in text):
+        return " ".join((record.error or "").split())[:160]
+    return None
 
 
 def _looks_like_vllm(info: ServerInfo, model: str) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -83,3 +84,38 @@ def kill_leftovers(marker: str) -> None:
         except (ProcessLookupError, PermissionError):
             p.kill()
     psutil.wait_procs(left, timeout=10)
+
+
+@contextlib.contextmanager
+def app_in_thread(routes):
+    """Serve a hand-written aiohttp app on a loopback port from a thread; ``routes`` is [(method, path, handler)].
+    Yields the port."""
+    from aiohttp import web
+    import threading
+
+    ready = threading.Event()
+    box = {}
+
+    def serve():
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        for method, path, handler in routes:
+            app.router.add_route(method, path, handler)
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        box["port"] = site._server.sockets[0].getsockname()[1]
+        box["loop"] = loop
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield box["port"]
+    finally:
+        box["loop"].call_soon_threadsafe(box["loop"].stop)
+        thread.join(5)

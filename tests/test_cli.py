@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bench.records import read_records
 from bench.sim import FaultRule
-from conftest import ROOT, free_port, processes_running
+from conftest import app_in_thread, ROOT, free_port, processes_running
 
 FAST_SIM = ["--sim-ttft-ms", "5", "--sim-itl-ms", "2", "--output-len", "8", "--input-len", "16"]
 STAT_KEYS = {"mean", "p50", "p90", "p95", "p99", "min", "max"}
@@ -158,38 +158,10 @@ def test_a_server_that_echoes_the_key_in_its_error_does_not_leak_it(cli, tmp_pat
         key = request.headers.get("Authorization", "")[len("Bearer "):]
         return web.json_response({"error": {"message": f"Incorrect API key provided: {key}"}}, status=401)
 
-    from bench.sim.process import SimThread  # noqa: F401 - same threading approach, hand-written app
-    import asyncio
-    import threading
-
-    ready = threading.Event()
-    box = {}
-
-    def serve():
-        loop = asyncio.new_event_loop()
-        app = web.Application()
-        app.router.add_get("/v1/models", models)
-        app.router.add_post("/v1/chat/completions", chat)
-        runner = web.AppRunner(app)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        box["port"] = site._server.sockets[0].getsockname()[1]
-        box["loop"] = loop
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
-        out = tmp_path / "r"
-        res = cli("run", "--base-url", f"http://127.0.0.1:{box['port']}", "--model", "m", "--concurrency", "4",
+    out = tmp_path / "r"
+    with app_in_thread([("GET", "/v1/models", models), ("POST", "/v1/chat/completions", chat)]) as port:
+        res = cli("run", "--base-url", f"http://127.0.0.1:{port}", "--model", "m", "--concurrency", "4",
                   "--num-requests", "40", "--out", str(out), "--no-progress", "--api-key", secret)
-    finally:
-        box["loop"].call_soon_threadsafe(box["loop"].stop)
-        thread.join(5)
     assert res.returncode == 1  # stopped on the auth failure
     assert "credentials" in res.stdout + res.stderr
     assert secret not in res.stdout + res.stderr
@@ -198,6 +170,39 @@ def test_a_server_that_echoes_the_key_in_its_error_does_not_leak_it(cli, tmp_pat
     # at most the 4 first requests went out; those still in flight when the first 401 came back were cancelled
     assert 1 <= len(records) <= 4
     assert {r.error_class for r in records} <= {"auth", "cancelled"} and any(r.error_class == "auth" for r in records)
+
+
+def test_a_vllm_like_server_refusing_continuous_usage_stats_gets_requests_without_it(cli, tmp_path):
+    """Auto mode asks vLLM-looking servers for per-chunk usage; one that rejects the option must not fail the run."""
+    seen = []
+
+    async def models(request):
+        return web.json_response({"data": [{"id": "m", "owned_by": "vllm"}]})
+
+    async def chat(request):
+        body = await request.json()
+        options = body.get("stream_options") or {}
+        seen.append(bool(options.get("continuous_usage_stats")))
+        if options.get("continuous_usage_stats"):
+            return web.json_response({"object": "error", "message": "continuous_usage_stats: extra inputs are not "
+                                      "permitted", "code": 400}, status=400)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for word in ("a", " b", " c"):
+            await resp.write(b'data: {"choices": [{"index": 0, "delta": {"content": "%s"}}]}\n\n' % word.encode())
+        await resp.write(b'data: {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}\n\n')
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    out = tmp_path / "r"
+    with app_in_thread([("GET", "/v1/models", models), ("POST", "/v1/chat/completions", chat)]) as port:
+        res = cli("run", "--base-url", f"http://127.0.0.1:{port}", "--concurrency", "2", "--num-requests", "4",
+                  "--output-len", "3", "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "continuous_usage_stats is off" in res.stdout and "not permitted" in res.stdout
+    assert seen == [True] + [False] * 4  # one probe with it, then every request of the run without
+    lv = json.loads((out / "summary.json").read_text())["levels"][0]
+    assert lv["ok"] == 4 and lv["errors"] == {}
 
 
 def test_fail_on_error_rate_sets_the_exit_status(make_sim, cli, tmp_path):
