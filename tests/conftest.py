@@ -90,8 +90,9 @@ def kill_leftovers(marker: str) -> None:
 def app_in_thread(routes):
     """Serve a hand-written aiohttp app on a loopback port from a thread; ``routes`` is [(method, path, handler)].
     Yields the port."""
-    from aiohttp import web
     import threading
+
+    from aiohttp import web
 
     ready = threading.Event()
     box = {}

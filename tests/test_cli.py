@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from conftest import ROOT, app_in_thread, free_port, processes_running
 
 from bench.records import read_records
 from bench.sim import FaultRule
-from conftest import app_in_thread, ROOT, free_port, processes_running
 
 FAST_SIM = ["--sim-ttft-ms", "5", "--sim-itl-ms", "2", "--output-len", "8", "--input-len", "16"]
 STAT_KEYS = {"mean", "p50", "p90", "p95", "p99", "min", "max"}
