@@ -132,6 +132,7 @@ def compare(records: list[RequestRecord], truth: dict[str, dict], cpu_s: float, 
         "throughput_pct": 100.0 * measured_tps / true_tps if measured_tps and true_tps else None,
         "token_events_per_s": events / duration_s if duration_s > 0 else None,
         "client_cpu_s_per_1k_tokens": 1000.0 * cpu_s / true_tokens if true_tokens else None,
+        "client_cpu_pct": 100.0 * cpu_s / duration_s if duration_s > 0 else None,
     }
 
 
@@ -232,7 +233,7 @@ COLUMNS = [
     ("event_delay_p99_ms", "event delay p99 ms", 2), ("server_pickup_p99_ms", "sim pickup p99 ms", 2),
     ("achieved_concurrency", "achieved conc", 1),
     ("throughput_pct", "throughput % of true", 1), ("token_events_per_s", "token events/s", 0),
-    ("client_cpu_s_per_1k_tokens", "client CPU s / 1k tok", 4),
+    ("client_cpu_s_per_1k_tokens", "client CPU s / 1k tok", 4), ("client_cpu_pct", "client CPU %", 0),
 ]
 
 
@@ -265,11 +266,17 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
         v = ref["throughput_pct"]
         out.append(f"{'PASS' if v and v >= TARGETS['throughput_pct'] else 'FAIL'} c=100 itl=10ms throughput "
                    f"{_cell(v, 1)}% of true (target >= {TARGETS['throughput_pct']}%)")
-    zero = [r["token_events_per_s"] for r in rows if r["itl_ms"] == 0 and r["token_events_per_s"]]
+    zero = [r for r in rows if r["itl_ms"] == 0 and r["token_events_per_s"]]
     if zero:
-        best = max(zero)
-        out.append(f"{'PASS' if best >= TARGETS['events_per_s'] else 'FAIL'} itl=0ms best token events/s = "
-                   f"{best:,.0f} on one client core (target >= {TARGETS['events_per_s']:,})")
+        best = max(zero, key=lambda r: r["token_events_per_s"])
+        rate = best["token_events_per_s"]
+        out.append(f"{'PASS' if rate >= TARGETS['events_per_s'] else 'FAIL'} itl=0ms best token events/s = "
+                   f"{rate:,.0f} on one client core (target >= {TARGETS['events_per_s']:,})")
+        per_k, pct = best["client_cpu_s_per_1k_tokens"], best["client_cpu_pct"]
+        if per_k and pct is not None:
+            out.append(f"     at c={best['concurrency']} the client used {pct:.0f}% of its core, {per_k * 1000:.1f} us "
+                       f"per token event: about {1e6 / (per_k * 1000):,.0f} events/s when the core is fully used"
+                       + (" (the simulator, not the client, set the pace)" if pct < 90 else ""))
     return out
 
 
@@ -301,7 +308,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             table.add_row(*[_cell(r[k], d) for k, _, d in COLUMNS])
         console.print(table)
     for line in verdicts(rows):
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)
     if args.telemetry_check:
         console.print("telemetry check: c=100, 10 ms between tokens, sampler off/on/off/on (every 0.1 s)")
         checks = telemetry_check(args, progress=lambda r: None)

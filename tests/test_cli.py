@@ -289,6 +289,9 @@ def test_selftest_runs_and_reports_against_the_truth(cli, tmp_path):
     assert 1.8 <= row["true_itl_mean_ms"] <= 2.6
     assert abs(row["itl_err_mean_ms"]) < 1.0  # measured and true inter-token gaps agree
     assert row["throughput_pct"] > 90
+    assert 0 < row["client_cpu_pct"] < 150  # one process, one event loop: about one core at most
+    zero = cli("selftest", "--concurrency", "4", "--itl-ms", "0", "--rounds", "1", "--output-len", "20", timeout=120)
+    assert zero.returncode == 0 and "per token event" in zero.stdout and "on one client core" in zero.stdout
 
 
 def test_help_and_no_command(cli):
