@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from aiohttp import web
+from conftest import app_in_thread
 
 from bench.telemetry import monitor_cmd
 
@@ -87,34 +86,13 @@ def test_an_out_dir_that_cannot_be_made_is_exit_1(tmp_path, capsys):
 
 def test_server_port_finds_the_process_and_tries_its_metrics(tmp_path, capsys):
     """--server-port alone: the process listening there is the server, and /metrics beside it is tried."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    state = {}
-
     async def metrics(request):
         return web.Response(text=FIXTURE, content_type="text/plain")
 
-    def serve():
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
-        state["port"] = runner.addresses[0][1]
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(5)
-    try:
-        args = parse(["--server-port", str(state["port"]), "--duration", "0.3", "--sample-interval", "0.05",
+    with app_in_thread([("GET", "/metrics", metrics)]) as port:
+        args = parse(["--server-port", str(port), "--duration", "0.3", "--sample-interval", "0.05",
                       "--out", str(tmp_path)])
         assert monitor_cmd.main(args) == 0
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
     captured = capsys.readouterr()
     assert "server process telemetry skipped" not in captured.err
     assert "server metrics" not in captured.err
