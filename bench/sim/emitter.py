@@ -16,7 +16,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from time import perf_counter_ns
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .truth import TruthRecord
 
@@ -26,7 +26,7 @@ BATCH_NS = 100_000  # 0.1 ms
 @dataclass(eq=False)
 class Stream:
     fmt: Any
-    events: list[tuple[str, str, int]]  # (kind, text, tokens) per event
+    events: Sequence[tuple[str, str, int]]  # (kind, text, tokens) per event
     truth: TruthRecord
     transport: asyncio.Transport
     step_ns: Callable[[], int]  # time from one event to the next, asked at each event
@@ -34,7 +34,7 @@ class Stream:
     due_ns: int
     fault_kind: str | None = None
     fault_at_tokens: int | None = None
-    start: bytes = b""
+    start: bytes = b""  # written with the first token (the start events of a format that sends them late)
     index: int = 0
     sent_tokens: int = 0
     outcome: str = "ok"  # ok | cut | malformed | stream_error | disconnected
@@ -100,9 +100,7 @@ def write_events(s: Stream, take: Callable[[Stream], bool], on_tokens: Callable[
     """Write the next events of ``s`` in one socket write, while ``take(s)`` says so; then the stream's end, or its
     injected fault, when it is reached. Returns True while the stream has more to send."""
     if s.transport is None or s.transport.is_closing():
-        s.outcome = "disconnected"
-        s.truth.output_tokens = s.sent_tokens
-        _resolve(s)
+        disconnected(s)
         return False
     parts = [s.start] if s.start else []
     s.start = b""
@@ -117,22 +115,34 @@ def write_events(s: Stream, take: Callable[[Stream], bool], on_tokens: Callable[
         if fault_at is not None and s.sent_tokens >= fault_at:
             break
     emitted = s.index - first
-    if emitted:
+    faulted = fault_at is not None and s.sent_tokens >= fault_at
+    out = frame(b"".join(parts)) if emitted else b""
+    finished = not faulted and s.index >= len(events)
+    if finished:  # the end goes out in the same write as the last tokens
+        out += frame(s.fmt.end(s.finish_reason, s.sent_tokens))
+    if out:
         emit = perf_counter_ns()
-        s.transport.write(frame(b"".join(parts)))
-        s.truth.emit_ns.extend([emit] * emitted)
-        s.truth.tokens.extend(events[j][2] for j in range(first, s.index))
-        if on_tokens is not None:
-            on_tokens(sum(events[j][2] for j in range(first, s.index)))
-    if fault_at is not None and s.sent_tokens >= fault_at:
+        s.transport.write(out)
+        if emitted:
+            s.truth.emit_ns.extend([emit] * emitted)
+            s.truth.tokens.extend(events[j][2] for j in range(first, s.index))
+            if on_tokens is not None:
+                on_tokens(sum(events[j][2] for j in range(first, s.index)))
+    if faulted:
         _fault(s)
         return False
-    if s.index >= len(events):
-        s.transport.write(frame(s.fmt.end(s.finish_reason, s.sent_tokens)))
+    if finished:
         s.truth.output_tokens = s.sent_tokens
         _resolve(s)
         return False
     return True
+
+
+def disconnected(s: Stream) -> None:
+    """End ``s`` because its client is gone: what was sent is what it got."""
+    s.outcome = "disconnected"
+    s.truth.output_tokens = s.sent_tokens
+    _resolve(s)
 
 
 def _fault(s: Stream) -> None:

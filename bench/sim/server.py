@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import random
 import socket
+from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
 
@@ -49,6 +50,26 @@ def count_prompt_tokens(body: dict[str, Any]) -> int:
     if isinstance(prompt, list):
         prompt = " ".join(map(str, prompt))
     return len(str(prompt or "").split())
+
+
+def presented_key(headers) -> str | None:
+    """The API key a request presents: ``x-api-key`` (Anthropic's way), else a ``Bearer`` token."""
+    got = headers.get("x-api-key")
+    auth = headers.get("authorization", "")
+    if got is None and auth.startswith("Bearer "):
+        got = auth[len("Bearer "):]
+    return got
+
+
+@dataclass(frozen=True)
+class Job:
+    """A generation request that passed validation: what to generate for it."""
+
+    body: dict[str, Any]
+    model: str
+    prompt_tokens: int
+    n_out: int
+    finish: str  # "length" when it runs to max_tokens, "stop" when the natural length ends it first
 
 
 class _TimedRequestHandler(RequestHandler):
@@ -99,6 +120,7 @@ class SimServer:
         self._rng = random.Random(config.seed)
         self._slots = asyncio.Semaphore(config.max_batch) if config.max_batch else None
         self._seq = itertools.count(1)
+        self._plans: dict[int, tuple[tuple[str, str, int], ...]] = {}  # _plan_events by output length
         self._runner: web.AppRunner | None = None
         self.running = 0
         self.waiting = 0
@@ -207,16 +229,9 @@ class SimServer:
 
     # ---- helpers --------------------------------------------------------------------------------------------
     def _auth(self, request: web.Request, api: str) -> web.Response | None:
-        key = self.config.api_key
-        if key is None:
+        if self.key_ok(request.headers):
             return None
-        got = request.headers.get("x-api-key")
-        auth = request.headers.get("Authorization", "")
-        if got is None and auth.startswith("Bearer "):
-            got = auth[len("Bearer "):]
-        if got == key:
-            return None
-        msg = "Authorization header missing" if got is None else "Invalid API key"
+        msg = "Authorization header missing" if presented_key(request.headers) is None else "Invalid API key"
         return web.json_response(FORMATS[api].error(401, msg, "authentication_error"), status=401)
 
     def _pick_fault(self, n: int) -> FaultRule | None:
@@ -231,8 +246,17 @@ class SimServer:
         j = self.config.jitter
         return 1.0 + self._rng.uniform(-j, j) if j else 1.0
 
-    def _plan_events(self, n_out: int) -> list[tuple[str, str, int]]:
-        """(kind, text, tokens) of every stream event: ``tokens_per_chunk`` tokens each, never mixing kinds."""
+    def _plan_events(self, n_out: int) -> tuple[tuple[str, str, int], ...]:
+        """(kind, text, tokens) of every stream event: ``tokens_per_chunk`` tokens each, never mixing kinds. The
+        same for every request of that length, so planned once (building 100 events costs ~20 µs a request)."""
+        plan = self._plans.get(n_out)
+        if plan is None:
+            if len(self._plans) >= 64:
+                self._plans.clear()
+            plan = self._plans[n_out] = tuple(self._new_plan(n_out))
+        return plan
+
+    def _new_plan(self, n_out: int) -> list[tuple[str, str, int]]:
         per = self.config.tokens_per_chunk
         tokens = self._plan_tokens(n_out)
         if per == 1:
@@ -258,80 +282,125 @@ class SimServer:
         tokens += [("a", " " + VOCAB[i % len(VOCAB)]) for i in range(n_out - n_think)]
         return tokens
 
-    # ---- generation -----------------------------------------------------------------------------------------
-    async def _generate(self, request: web.Request, api: str) -> web.StreamResponse:
-        arrival = _arrival_ns(request)
+    # ---- generation: the steps of a request, in helpers a second request path can share -------------------
+    def key_ok(self, headers) -> bool:
+        """Whether ``headers`` (case-insensitive, or with lower-case names) carry the API key, when one is set."""
+        return self.config.api_key is None or presented_key(headers) == self.config.api_key
+
+    def check(self, body: Any, api: str) -> Job | tuple[int, dict[str, Any]]:
+        """Validate a parsed request body: what to generate, or the (status, error body) to answer instead."""
         fmt_cls = FORMATS[api]
-        if (denied := self._auth(request, api)) is not None:
-            return denied
-        try:
-            body = orjson.loads(await request.read())
-            if not isinstance(body, dict):
-                raise ValueError
-        except ValueError:
-            return web.json_response(fmt_cls.error(400, "request body is not a JSON object", "BadRequestError"),
-                                     status=400)
+        if not isinstance(body, dict):
+            return 400, fmt_cls.error(400, "request body is not a JSON object", "BadRequestError")
         model = body.get("model")
         # providers accept routing suffixes on model ids (e.g. "deepseek-r1?search"); so does the simulator
         if not isinstance(model, str) or model.split("?", 1)[0] not in self.config.models:
-            return web.json_response(fmt_cls.error(404, f"The model `{model}` does not exist.", "NotFoundError"),
-                                     status=404)
+            return 404, fmt_cls.error(404, f"The model `{model}` does not exist.", "NotFoundError")
         prompt_tokens = count_prompt_tokens(body)
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
         if max_tokens is None:
             max_tokens = self.config.default_max_tokens
         if not isinstance(max_tokens, int) or max_tokens < 1:
-            return web.json_response(fmt_cls.error(400, "max_tokens must be a positive integer", "BadRequestError"),
-                                     status=400)
+            return 400, fmt_cls.error(400, "max_tokens must be a positive integer", "BadRequestError")
         if prompt_tokens + max_tokens > self.config.max_model_len:
             msg = (f"This model's maximum context length is {self.config.max_model_len} tokens. However, you "
                    f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
                    f"in the completion).")
-            return web.json_response(fmt_cls.error(400, msg, "BadRequestError"), status=400)
+            return 400, fmt_cls.error(400, msg, "BadRequestError")
         n_out = max_tokens
         if self.config.natural_len is not None and not body.get("ignore_eos"):
             n_out = min(n_out, max(self.config.natural_len, int(body.get("min_tokens") or 0)))
-        finish = "length" if n_out == max_tokens else "stop"
+        return Job(body, model, prompt_tokens, n_out, "length" if n_out == max_tokens else "stop")
+
+    def open_record(self, api: str, arrival_ns: int, request_id: str | None, job: Job) -> tuple[TruthRecord, int]:
+        """Number the request and start its truth record (``request_id``: the client's ``X-Request-Id``)."""
         n = next(self._seq)
-        rid = request.headers.get("X-Request-Id") or f"sim-{n}"
-        truth = TruthRecord(request_id=rid, api=api, arrival_ns=arrival, model=model, prompt_tokens=prompt_tokens)
-        fault = self._pick_fault(n)
+        truth = TruthRecord(request_id=request_id or f"sim-{n}", api=api, arrival_ns=arrival_ns, model=job.model,
+                            prompt_tokens=job.prompt_tokens)
         self.requests_total += 1
+        return truth, n
+
+    def new_format(self, api: str, truth: TruthRecord, job: Job):
+        """The wire format that writes this request's events."""
+        options = job.body.get("stream_options") or {}
+        ctx = Ctx(rid=truth.request_id.replace(" ", "-")[:64], model=job.model, prompt_tokens=job.prompt_tokens,
+                  include_usage=bool(options.get("include_usage")),
+                  continuous_usage=bool(options.get("continuous_usage_stats")),
+                  reasoning_style=self.config.reasoning_style)
+        return FORMATS[api](ctx)
+
+    def admit(self, truth: TruthRecord) -> None:
+        """The request leaves the queue and runs (its batch slot, if any, is already held)."""
+        self.running += 1
+        self.prompt_tokens_total += truth.prompt_tokens
+        truth.admitted_ns = perf_counter_ns()
+
+    def release(self, truth: TruthRecord) -> None:
+        """The request is over (whatever its outcome): it stops running and its truth is recorded."""
+        self.running -= 1
+        if self._slots is not None:
+            self._slots.release()
+        self.truth.add(truth)
+
+    def new_stream(self, fmt, truth: TruthRecord, job: Job, transport, fault: FaultRule | None = None,
+                   start: bytes = b"") -> Stream:
+        """The emitter's stream of this request's events, its first due ``ttft_ms`` after admission."""
+        return Stream(fmt=fmt, events=self._plan_events(job.n_out), truth=truth, transport=transport,
+                      step_ns=self._step_ns, finish_reason=job.finish, due_ns=self._first_due_ns(truth.admitted_ns),
+                      fault_kind=fault.kind if fault is not None else None,
+                      fault_at_tokens=fault.after_tokens if fault is not None else None, start=start)
+
+    def add_stream(self, stream: Stream) -> None:
+        self._emitter.add(stream)
+
+    async def _generate(self, request: web.Request, api: str) -> web.StreamResponse:
+        arrival = _arrival_ns(request)
+        if (denied := self._auth(request, api)) is not None:
+            return denied
+        try:
+            body = orjson.loads(await request.read())
+        except ValueError:
+            body = None
+        job = self.check(body, api)
+        if not isinstance(job, Job):
+            status, payload = job
+            return web.json_response(payload, status=status)
+        truth, n = self.open_record(api, arrival, request.headers.get("X-Request-Id"), job)
+        fault = self._pick_fault(n)
         if fault is not None:
             truth.fault = fault.kind
             if fault.kind == "status":
                 self.truth.add(truth)
-                return self._fault_response(fmt_cls, fault)
+                return self._fault_response(FORMATS[api], fault)
             if fault.kind == "hang":
                 await asyncio.sleep(3600)
-        options = body.get("stream_options") or {}
-        ctx = Ctx(rid=rid.replace(" ", "-")[:64], model=model, prompt_tokens=prompt_tokens,
-                  include_usage=bool(options.get("include_usage")),
-                  continuous_usage=bool(options.get("continuous_usage_stats")),
-                  reasoning_style=self.config.reasoning_style)
-        fmt = fmt_cls(ctx)
+        fmt = self.new_format(api, truth, job)
         if self.engine is not None:
-            self.prompt_tokens_total += prompt_tokens
+            self.prompt_tokens_total += job.prompt_tokens
             try:
-                return await self._engine_request(request, fmt, truth, n_out, finish, fault, body.get("stream"))
+                return await self._engine_request(request, fmt, truth, job.n_out, job.finish, fault,
+                                                  job.body.get("stream"))
             finally:
                 self.truth.add(truth)
         self.waiting += 1
         if self._slots is not None:
             await self._slots.acquire()
         self.waiting -= 1
-        self.running += 1
-        self.prompt_tokens_total += prompt_tokens
+        self.admit(truth)
+        released = False
         try:
-            truth.admitted_ns = perf_counter_ns()
-            if body.get("stream"):
-                return await self._stream(request, fmt, truth, n_out, finish, fault)
-            return await self._whole(fmt, truth, n_out, finish)
+            if not job.body.get("stream"):
+                return await self._whole(fmt, truth, job.n_out, job.finish)
+            resp, start = await self._open_stream(request, fmt)
+            stream = self.new_stream(fmt, truth, job, request.transport, fault, start)
+            self.add_stream(stream)
+            outcome = await stream.done
+            released = True
+            self.release(truth)  # before the response's last bytes: a client holding all of it finds the truth
+            return await self._close_stream(resp, outcome)
         finally:
-            self.running -= 1
-            if self._slots is not None:
-                self._slots.release()
-            self.truth.add(truth)
+            if not released:
+                self.release(truth)
 
     def _fault_response(self, fmt_cls, fault: FaultRule) -> web.Response:
         messages = {401: "Authorization header missing", 402: "Insufficient Balance",
@@ -422,14 +491,3 @@ class SimServer:
         truth.output_tokens = n_out
         self.generation_tokens_total += n_out
         return web.Response(body=payload, content_type="application/json")
-
-    async def _stream(self, request: web.Request, fmt, truth: TruthRecord, n_out: int, finish: str,
-                      fault: FaultRule | None) -> web.StreamResponse:
-        resp, start = await self._open_stream(request, fmt)
-        stream = Stream(fmt=fmt, events=self._plan_events(n_out), truth=truth, transport=request.transport,
-                        step_ns=self._step_ns, finish_reason=finish, due_ns=self._first_due_ns(truth.admitted_ns),
-                        fault_kind=fault.kind if fault is not None else None,
-                        fault_at_tokens=fault.after_tokens if fault is not None else None, start=start)
-        self._emitter.add(stream)
-        return await self._close_stream(resp, await stream.done)
-
