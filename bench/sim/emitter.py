@@ -3,7 +3,9 @@
 A task per stream sleeping between tokens costs a timer, a task switch and aiohttp's writer per token; at
 hundreds of streams that makes the simulator itself the slowest part of a client benchmark. Here a due event costs
 one formatted chunk and one ``transport.write``. Events due within ``BATCH_NS`` of each other go out in the same
-turn (each still timestamped at its own write).
+turn (each still timestamped at its own write). A tick that has been writing for ``TICK_BUDGET_NS`` leaves the
+streams still due to a timer of 0 s, so the event loop reads its sockets in between: when many streams end at once
+(each end records its truth), requests arriving meanwhile are not left unread for the whole of it.
 
 HTTP framing: the response headers were sent by aiohttp (``prepare``); data chunks are framed here
 (``<hex length>\\r\\n<data>\\r\\n``) and aiohttp writes the final ``0\\r\\n\\r\\n`` in ``write_eof``.
@@ -21,6 +23,7 @@ from typing import Any, Callable, Sequence
 from .truth import TruthRecord
 
 BATCH_NS = 100_000  # 0.1 ms
+TICK_BUDGET_NS = 1_000_000  # a tick writes for about this long, then lets the loop read its sockets before going on
 
 
 @dataclass(eq=False)
@@ -77,10 +80,14 @@ class Emitter:
         heap = self._heap
         now = perf_counter_ns()
         horizon = now + BATCH_NS
+        give_way = now + TICK_BUDGET_NS
         while heap and heap[0][0] <= horizon:
             _, _, stream = heapq.heappop(heap)
-            if self._emit(stream, perf_counter_ns()):
+            t = perf_counter_ns()
+            if self._emit(stream, t):
                 heapq.heappush(heap, (stream.due_ns, next(self._seq), stream))
+            if t > give_way:
+                break  # the rest in the next turn, after the loop has read its sockets
         self._arm()
 
     def _emit(self, s: Stream, now: int) -> bool:
