@@ -7,8 +7,9 @@ turn (each still timestamped at its own write). A tick that has been writing for
 streams still due to a timer of 0 s, so the event loop reads its sockets in between: when many streams end at once
 (each end records its truth), requests arriving meanwhile are not left unread for the whole of it.
 
-HTTP framing: the response headers were sent by aiohttp (``prepare``); data chunks are framed here
-(``<hex length>\\r\\n<data>\\r\\n``) and aiohttp writes the final ``0\\r\\n\\r\\n`` in ``write_eof``.
+HTTP framing: the response headers were sent by aiohttp (``prepare``) or by the fast path (``fastpath.py``); data
+chunks are framed here (``<hex length>\\r\\n<data>\\r\\n``) and whoever sent the headers writes the final
+``0\\r\\n\\r\\n`` once ``done`` resolves.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class Stream:
     fault_kind: str | None = None
     fault_at_tokens: int | None = None
     start: bytes = b""  # written with the first token (the start events of a format that sends them late)
+    on_end: Callable[[Stream], None] | None = None  # called the moment the stream ends, before ``done``'s callbacks
     index: int = 0
     sent_tokens: int = 0
     outcome: str = "ok"  # ok | cut | malformed | stream_error | disconnected
@@ -168,3 +170,5 @@ def _fault(s: Stream) -> None:
 def _resolve(s: Stream) -> None:
     if not s.done.done():
         s.done.set_result(s.outcome)
+        if s.on_end is not None:
+            s.on_end(s)

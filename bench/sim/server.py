@@ -26,6 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 from .config import FaultRule, SimConfig
 from .emitter import Emitter, Stream
 from .engine import Engine, NullTransport
+from .fastpath import FastConnection
 from .formats import FORMATS, Ctx
 from .truth import TruthLog, TruthRecord
 
@@ -74,14 +75,60 @@ class Job:
 
 class _TimedRequestHandler(RequestHandler):
     """Notes when the bytes of a request first reach the server process (before HTTP parsing and before the
-    handler task gets its turn), so the true TTFT starts where the server really received the request."""
+    handler task gets its turn), so the true TTFT starts where the server really received the request.
+
+    A fresh connection first offers its bytes to the fast path (``fastpath.py``), which serves streaming OpenAI
+    requests right here; the first request it does not take goes to aiohttp, and so does the rest of the
+    connection (``fast`` becomes None), so the two never answer on one connection at once."""
 
     rx_ns: int | None = None
+    fast: FastConnection | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        sim = getattr(self._manager, "sim", None)
+        if sim is not None and sim.fast_path_ok:
+            self.fast = FastConnection(sim, self, transport, self._loop)
 
     def data_received(self, data: bytes) -> None:
+        now = perf_counter_ns()
+        if self.fast is None:
+            self._parse(data, now)
+        elif not (self._close or self._force_close):
+            self.fast.feed(data, now)
+
+    def to_aiohttp(self, data: bytes, rx_ns: int) -> None:
+        """From now on aiohttp serves this connection, starting with ``data`` (first byte received at ``rx_ns``)."""
+        self.fast = None
+        if data:
+            self._parse(data, rx_ns)
+
+    def _parse(self, data: bytes, rx_ns: int) -> None:
         if self.rx_ns is None:
-            self.rx_ns = perf_counter_ns()
+            self.rx_ns = rx_ns
         super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        fast, self.fast = self.fast, None
+        if fast is not None:
+            fast.lost()
+        super().connection_lost(exc)
+
+    # aiohttp's idle timer closes a connection whose handler task waits for the next request; while the fast path
+    # streams, that task waits, so the timer must not close the connection then. It is restarted after each fast
+    # response, as aiohttp restarts it after each of its own.
+    def _process_keepalive(self) -> None:
+        if self.fast is not None and self.fast.stream is not None:
+            self._keepalive_handle = None  # the stream's end restarts it
+            return
+        super()._process_keepalive()
+
+    def restart_idle_timer(self) -> None:
+        if self._keepalive_timeout > 0 and not (self._close or self._force_close):
+            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+            if self._keepalive_handle is None:
+                self._keepalive_handle = self._loop.call_at(self._next_keepalive_close_time,
+                                                            self._process_keepalive)
 
 
 class _TimedServer(web.Server):
@@ -90,9 +137,14 @@ class _TimedServer(web.Server):
 
 
 class _TimedAppRunner(web.AppRunner):
+    def __init__(self, app: web.Application, sim: SimServer, **kwargs):
+        super().__init__(app, **kwargs)
+        self._sim = sim
+
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _TimedServer  # same layout, only __call__ differs
+        server.sim = self._sim  # for the fast path of its connections
         return server
 
 
@@ -149,7 +201,7 @@ class SimServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Start listening; returns the API base URL (``http://host:port/v1``)."""
-        self._runner = _TimedAppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = _TimedAppRunner(self.app(), self, access_log=None, handle_signals=False)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -161,6 +213,9 @@ class SimServer:
 
     async def stop(self) -> None:
         if self._runner is not None:
+            for conn in self._runner.server.connections if self._runner.server is not None else ():
+                if isinstance(conn, _TimedRequestHandler) and conn.fast is not None and conn.fast.stream is not None:
+                    conn.fast.abort()  # aiohttp would wait for its handlers; a fast stream has none to wait for
             await self._runner.cleanup()
             self._runner = None
         self.truth.close()
@@ -282,7 +337,13 @@ class SimServer:
         tokens += [("a", " " + VOCAB[i % len(VOCAB)]) for i in range(n_out - n_think)]
         return tokens
 
-    # ---- generation: the steps of a request, in helpers a second request path can share -------------------
+    # ---- generation: the steps both request paths (aiohttp's, and fastpath.py's) share ----------------------
+    @property
+    def fast_path_ok(self) -> bool:
+        """Whether fastpath.py may serve this server's streaming OpenAI requests: only when nothing but plain
+        timing is configured (faults, the engine and the batch queue need the aiohttp path's task)."""
+        return not self.config.faults and self.engine is None and self._slots is None
+
     def key_ok(self, headers) -> bool:
         """Whether ``headers`` (case-insensitive, or with lower-case names) carry the API key, when one is set."""
         return self.config.api_key is None or presented_key(headers) == self.config.api_key
