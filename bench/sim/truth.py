@@ -7,7 +7,7 @@ were handed to the socket), ``tokens`` per event, ``prompt_tokens``, ``output_to
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -35,7 +35,7 @@ class TruthLog:
 
     def add(self, rec: TruthRecord) -> None:
         if self._fh is not None:
-            self._fh.write(orjson.dumps(asdict(rec)) + b"\n")
+            self._fh.write(orjson.dumps(rec) + b"\n")  # orjson writes dataclasses itself: ~5 us, asdict ~250 us
             self._fh.flush()
         if self.records is not None:
             self.records[rec.request_id] = rec
