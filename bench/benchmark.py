@@ -106,6 +106,7 @@ class BenchConfig:
     input_len: LengthSpec = LengthSpec("fixed", 256)
     output_len: LengthSpec | None = None
     prefix_len: int = 0
+    busy_poll: bool = False
     dataset: Path | None = None
     slo: dict[str, float] | None = None
     out_dir: Path | None = None
@@ -186,6 +187,7 @@ def describe_config(config: BenchConfig, target: Target | None, info: ServerInfo
             "seed": config.seed,
             "burstiness": config.burstiness,
             "timeout_s": config.timeout_s,
+            "busy_poll": config.busy_poll,
         },
         "workload": {
             "dataset": str(config.dataset) if config.dataset else None,
@@ -357,7 +359,7 @@ def _plan(config: BenchConfig, per_level: dict[str, int | None], observer: Obser
     return LoadPlan(levels=tuple(replace(lv, num_requests=per_level[lv.label]) for lv in config.levels),
                     prompts=tuple(_prompts(config, n_prompts)), duration_s=config.duration_s,
                     warmup=config.warmup, seed=config.seed, burstiness=config.burstiness,
-                    timeout_s=config.timeout_s, prefix_len=config.prefix_len)
+                    timeout_s=config.timeout_s, prefix_len=config.prefix_len, busy_poll=config.busy_poll)
 
 
 def _exit_status(levels: list[dict[str, Any]], config: BenchConfig, aborted: str | None,

@@ -195,6 +195,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     load.add_argument("--warmup", type=non_negative_int, default=0, metavar="N",
                       help="requests per level sent first and not counted")
     load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--busy-poll", action="store_true",
+                      help="keep the client's core awake while a level runs (100%% of one core): in virtual machines "
+                           "waking an idle core delays token timestamps by up to a few ms (see bench selftest)")
     w = p.add_argument_group("workload")
     w.add_argument("--input-len", type=length_spec, default=None, metavar="SPEC",
                    help="prompt tokens: N, uniform:LO,HI or normal:MEAN,STD (default 256)")
@@ -279,7 +282,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
         api_key=args.api_key, headers=tuple(args.header), extra_body=args.extra_body, stream=not args.no_stream,
         continuous_usage=args.continuous_usage, ignore_eos=args.ignore_eos, min_tokens=args.min_tokens,
         levels=levels, num_requests=args.num_requests, duration_s=args.duration, warmup=args.warmup,
-        seed=args.seed, burstiness=args.burstiness, timeout_s=args.timeout, input_len=input_len,
+        seed=args.seed, burstiness=args.burstiness, busy_poll=args.busy_poll, timeout_s=args.timeout, input_len=input_len,
         output_len=args.output_len, prefix_len=args.prefix_len, dataset=dataset, slo=args.slo, out_dir=args.out,
         results_dir=args.results_dir, label=args.label, hardware=args.hardware,
         fail_on_error_rate=args.fail_on_error_rate,

@@ -60,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=3, help="requests per level = rounds x concurrency (min 30)")
     p.add_argument("--json", type=Path, help="also write the table as JSON here")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
+    p.add_argument("--busy-poll", action="store_true",
+                   help="run the client as bench run --busy-poll does (its core kept awake)")
     p.add_argument("--telemetry-check", action="store_true",
                    help="also run c=100 at 10 ms twice without and twice with the telemetry sampler (every 0.1 s)")
 
@@ -142,7 +144,8 @@ async def _run_level(url: str, concurrency: int, n: int, args, sampler=None) -> 
     prompts = synthetic_prompts(np.random.default_rng(0), n, LengthSpec("fixed", args.input_len),
                                 LengthSpec("fixed", args.output_len))
     level = LoadLevel(f"c={concurrency}", concurrency, num_requests=n)
-    plan = LoadPlan(levels=(level,), prompts=tuple(prompts), timeout_s=120)
+    plan = LoadPlan(levels=(level,), prompts=tuple(prompts), timeout_s=120,
+                    busy_poll=getattr(args, "busy_poll", False))
     runner = Runner(target, plan, None)
     async with make_session(concurrency, 120) as session:
         # one untimed request per connection first, so connection set-up is not part of the measurement
@@ -294,7 +297,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     console = default_console()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     console.print(f"bench selftest: simulated endpoint (TTFT {args.ttft_ms:g} ms, {args.output_len} tokens) "
-                  f"{'on its own CPU, client on another' if cpus >= 2 else 'sharing the only CPU with the client'}")
+                  f"{'on its own CPU, client on another' if cpus >= 2 else 'sharing the only CPU with the client'}"
+                  + ("; client core kept awake (--busy-poll)" if args.busy_poll else ""))
     rows = run_selftest(args.concurrency, itls, args, progress=lambda r: console.print(
         f"  c={r['concurrency']:<4} itl={r['itl_ms']:g} ms: TTFT err {_cell(r['ttft_err_mean_ms'], 2)} ms, "
         f"{_cell(r['token_events_per_s'], 0)} events/s"))

@@ -45,7 +45,13 @@ def test_run_without_base_url_drives_the_simulated_endpoint(cli, tmp_path):
     assert len(records) == 12
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["status"] == "completed" and run_json["target"]["simulated"] is True
+    assert run_json["load"]["busy_poll"] is False
     assert "c=4" in res.stdout  # the final table
+    spun = cli("run", "--concurrency", "2", "--num-requests", "4", *FAST_SIM, "--out", str(tmp_path / "b"),
+               "--no-progress", "--busy-poll")
+    assert spun.returncode == 0, spun.stderr
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["load"]["busy_poll"] is True
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["levels"][0]["ok"] == 4
 
 
 def test_summarize_rederives_the_same_summary(cli, tmp_path):
@@ -290,6 +296,12 @@ def test_selftest_runs_and_reports_against_the_truth(cli, tmp_path):
     assert abs(row["itl_err_mean_ms"]) < 1.0  # measured and true inter-token gaps agree
     assert row["throughput_pct"] > 90
     assert 0 < row["client_cpu_pct"] < 150  # one process, one event loop: about one core at most
+    spun = cli("selftest", "--concurrency", "2", "--itl-ms", "2", "--rounds", "1", "--output-len", "10",
+               "--busy-poll", "--json", str(out), timeout=120)
+    assert spun.returncode == 0 and "--busy-poll" in spun.stdout
+    busy = json.loads(out.read_text())[0]
+    # the idle client above used a few % of its core; kept awake, it uses (nearly) all of it
+    assert busy["client_cpu_pct"] > 60 > row["client_cpu_pct"] and busy["ok"] == 30
     zero = cli("selftest", "--concurrency", "4", "--itl-ms", "0", "--rounds", "1", "--output-len", "20", timeout=120)
     assert zero.returncode == 0 and "per token event" in zero.stdout and "on one client core" in zero.stdout
 
