@@ -113,6 +113,8 @@ class Proxy:
     @classmethod
     def of(cls, url: str) -> Proxy:
         parts = urlsplit(url if "://" in url else "http://" + url)
+        if parts.scheme not in ("http", "https"):
+            raise ProxyError(f"proxy {parts.scheme}://{parts.hostname}: only http:// and https:// proxies are supported")
         auth = None
         if parts.username is not None:
             creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
@@ -468,7 +470,7 @@ class Pool:
             absolute = px is not None and origin.scheme == "http"
             head = request_head(method, url if absolute else path, origin, headers, len(body),
                                 px.authorization if absolute else None)
-        except ValueError as e:
+        except (ValueError, ProxyError) as e:
             resp.exc = e
             return resp
         data = head + body if len(body) < 65536 else None

@@ -83,12 +83,12 @@ class Scripted:
             writer.close()
 
 
-async def get(url: str, pool: Pool | None = None, body: bytes = b"{}", **kw) -> Response:
+async def get(url: str, pool: Pool | None = None, body: bytes = b"{}", proxy: str | None = None, **kw) -> Response:
     resp = Response()
     if pool is None:
         async with Pool(**kw) as p:
-            return await p.request("POST", url, {"Content-Type": "application/json"}, body, resp)
-    return await pool.request("POST", url, {"Content-Type": "application/json"}, body, resp)
+            return await p.request("POST", url, {"Content-Type": "application/json"}, body, resp, proxy=proxy)
+    return await pool.request("POST", url, {"Content-Type": "application/json"}, body, resp, proxy=proxy)
 
 
 def test_chunked_stream_split_at_every_awkward_place_gives_one_piece_per_read():
@@ -393,3 +393,5 @@ def test_a_proxy_refusing_the_tunnel_is_a_clear_error():
     resp = run(main())
     assert isinstance(resp.exc, ProxyError) and "407" in str(resp.exc)
     assert errors.classify_exception(resp.exc) == errors.CONNECTION_REFUSED
+    socks = run(get("http://127.0.0.1:1/v1/x", proxy="socks5://127.0.0.1:1080"))
+    assert isinstance(socks.exc, ProxyError) and "only http:// and https:// proxies" in str(socks.exc)
