@@ -114,7 +114,8 @@ class Proxy:
     def of(cls, url: str) -> Proxy:
         parts = urlsplit(url if "://" in url else "http://" + url)
         if parts.scheme not in ("http", "https"):
-            raise ProxyError(f"proxy {parts.scheme}://{parts.hostname}: only http:// and https:// proxies are supported")
+            raise ProxyError(f"proxy {parts.scheme}://{parts.hostname}: only http:// and https:// proxies are "
+                             "supported")
         auth = None
         if parts.username is not None:
             creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
