@@ -157,6 +157,28 @@ def test_streaming_request_is_served_on_the_fast_path_with_the_aiohttp_paths_byt
     assert truth.arrival_ns <= truth.admitted_ns < truth.emit_ns[0]
 
 
+def test_anthropic_messages_stream_on_the_fast_path_with_the_aiohttp_paths_bytes(fast_starts):
+    body = {"model": "gpucap-sim", "max_tokens": 4, "stream": True,
+            "messages": [{"role": "user", "content": "say something short"}]}
+    headers = ("anthropic-version: 2023-06-01", "x-api-key: k")
+
+    async def main():
+        async with serving(api_key="k") as fast, serving(fast=False, api_key="k") as slow:
+            [got] = await exchange(fast.port, request("/v1/messages", body, rid="m-1", headers=headers))
+            [ref] = await exchange(slow.port, request("/v1/messages", body, rid="m-1", headers=headers))
+            [denied] = await exchange(fast.port, request("/v1/messages", body, rid="m-2",
+                                                         headers=("x-api-key: wrong",)))
+            return got, ref, denied, fast.truth.records["m-1"]
+
+    (status, hdrs, data), (ref_status, ref_hdrs, ref_data), denied, truth = run(main())
+    assert fast_starts == [True, False]  # the wrong key went to aiohttp, which words the 401
+    assert status == ref_status == 200 and comparable(hdrs) == comparable(ref_hdrs)
+    assert data == ref_data  # event: lines, message_start ... message_stop, byte for byte
+    assert b"event: message_start" in data and b"event: message_stop" in data
+    assert truth.output_tokens == 4 and len(truth.emit_ns) == 4
+    assert denied[0] == 401
+
+
 def test_keep_alive_connection_serves_requests_in_a_row_and_pipelined(fast_starts):
     async def main():
         async with serving() as server:

@@ -8,7 +8,7 @@ Here ``data_received`` only notes the bytes and their arrival time; a callback l
 every ready socket was read) parses the request (request line, headers, Content-Length body), validates it and
 gives it to the emitter, writing the response head by hand: no task, no Request object.
 
-What it takes: ``POST /v1/chat/completions`` or ``/v1/completions`` over plain HTTP/1.1 with a Content-Length JSON
+What it takes: ``POST /v1/chat/completions``, ``/v1/completions`` or ``/v1/messages`` over plain HTTP/1.1 with a Content-Length JSON
 body that has ``"stream": true``, on a server with nothing but timing configured (``SimServer.fast_path_ok``), the
 API key right when one is set, and the same validation as the aiohttp path passed. Anything else on a connection
 (another route, a non-streaming or invalid request, chunked or compressed bodies, ``Expect``, ``Upgrade``, ...)
@@ -41,7 +41,8 @@ from .emitter import Stream, disconnected, frame
 if TYPE_CHECKING:
     from .server import SimServer, _TimedRequestHandler
 
-ROUTES = {"/v1/chat/completions": "openai-chat", "/v1/completions": "openai-completions"}
+ROUTES = {"/v1/chat/completions": "openai-chat", "/v1/completions": "openai-completions",
+          "/v1/messages": "anthropic-messages"}
 MAX_HEAD = 64 * 1024  # a head not complete by then is aiohttp's to judge
 MAX_BODY = 4 * 1024 * 1024  # bigger bodies go to aiohttp, which streams them instead of concatenating pieces
 HANDED_OVER = frozenset(("transfer-encoding", "content-encoding", "expect", "upgrade"))  # aiohttp's features
