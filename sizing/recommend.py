@@ -199,6 +199,38 @@ def alternatives(model: ModelEntry, gpu: Gpu, chosen: Quant, kv: KvDtype, req: R
     return out
 
 
+def larger_counts(gpus: int, per_node: int) -> list[int]:
+    """The counts people deploy beyond a searched minimum: the next power of two inside a node, the next whole node,
+    and one node more (a minimum such as 21 = TP1 x PP21, because TP must divide the heads, is rarely what anyone
+    runs; 24 = TP8 x PP3 is)."""
+    out = []
+    if gpus < per_node:
+        out.append(1 << gpus.bit_length())  # the next power of two above the minimum
+    whole = -(-gpus // per_node) * per_node
+    if whole != gpus:
+        out.append(whole)
+    if gpus >= per_node:
+        out.append(whole + per_node)
+    return sorted({n for n in out if gpus < n <= MAX_GPUS})
+
+
+def more_gpus(ev: Evaluation) -> list[dict]:
+    """The plan at each of :func:`larger_counts` (fastest layout for that count): speed, batch room and price, so
+    the minimum can be weighed against what a few more GPUs buy."""
+    out = []
+    for n in larger_counts(ev.gpus, ev.setup.gpu.gpus_per_node):
+        bigger = evaluate_count(ev.setup, ev.workload, n, fastest=True)
+        if bigger is None or not bigger.fits:
+            continue
+        first, last = bigger.estimates[0], bigger.estimates[-1]
+        out.append({"gpus": n, "layout": bigger.layout.as_dict(),
+                    "concurrency": [first.concurrency, last.concurrency],
+                    "per_request_output_tokens_per_s": round(first.per_request_output_tokens_per_s, 3),
+                    "output_tokens_per_s_at_max_concurrency": round(last.output_tokens_per_s, 3),
+                    "max_concurrency": bigger.max_running, "price_per_hour_usd": bigger.price_per_hour_usd})
+    return out
+
+
 def suggestions(ev: Evaluation, alts: list[dict], req: Request) -> list[str]:
     """What would fit when this plan does not: more GPUs, another quantization, a shorter context."""
     if ev.fits:
@@ -254,6 +286,7 @@ def build_plan(model: ModelEntry, gpu: Gpu, req: Request, table: FactorTable | N
     return Plan(evaluation=ev, searched=searched, reasoning=tuple(reasoning(ev, searched, note)),
                 launch_command=launch_command(ev) if ev.fits else None, alternatives=tuple(alts),
                 suggestions=tuple(suggestions(ev, alts, req)), break_even=be,
+                more_gpus=tuple(more_gpus(ev)) if searched and ev.fits and req.alternatives else (),
                 api_price_per_million_usd=req.api_price_per_million_usd,
                 extras={"calibration": profile.path} if profile is not None else {})
 

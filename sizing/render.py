@@ -89,6 +89,20 @@ def render_plan(plan: Plan) -> str:
     out.extend(f"  - {line}" for line in plan.reasoning)
     if plan.launch_command:
         out.append(f"\nlaunch: {plan.launch_command}")
+    if plan.more_gpus:
+        c0, c1 = plan.more_gpus[0]["concurrency"]
+        out.append(f"\nmore GPUs ({setup.gpu.gpus_per_node} per node; the fastest layout for each count):")
+        rows = [[ev.gpus, _layout(plan), _rate(ev.estimates[0].per_request_output_tokens_per_s),
+                 _rate(ev.estimates[-1].output_tokens_per_s), ev.max_running, _money(ev.price_per_hour_usd)]]
+        for a in plan.more_gpus:
+            lay = a["layout"]
+            text = (f"TP{lay['tp']}" + (f" PP{lay['pp']}" if lay["pp"] > 1 else "") +
+                    (f" EP{lay['ep']}" if lay["ep"] > 1 else "") + (f" x{lay['dp']} replicas" if lay["dp"] > 1 else ""))
+            rows.append([a["gpus"], text, _rate(a["per_request_output_tokens_per_s"]),
+                         _rate(a["output_tokens_per_s_at_max_concurrency"]), a["max_concurrency"],
+                         _money(a["price_per_hour_usd"])])
+        out.append(table(["GPUs", "layout", f"tok/s per req (c={c0})", f"tok/s total (c={c1})", "max conc.", "$/h"],
+                         rows, right=(0, 2, 3, 4, 5)))
     if plan.alternatives:
         out.append("\nother quantizations that fit:")
         rows = [[a["quant"], a["engine"], a["gpus"], f"TP{a['layout']['tp']}" + (f" PP{a['layout']['pp']}" if

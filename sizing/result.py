@@ -20,6 +20,7 @@ class Plan:
     break_even: BreakEven | None = None
     api_price_per_million_usd: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    more_gpus: tuple[dict, ...] = ()             # the plan at larger, deployable counts (whole nodes...)
 
     # -- the stable attributes bench relies on -------------------------------------------------------------------
     @property
@@ -106,6 +107,7 @@ class Plan:
             "suggestions": list(self.suggestions),
             "launch_command": self.launch_command,
             "alternatives": list(self.alternatives),
+            "more_gpus": list(self.more_gpus),
             "factors": {**setup.factors.as_dict(), "origin": setup.factors.origin},
             "calibration": self.extras.get("calibration"),
         }

@@ -127,3 +127,28 @@ def test_api_plan_is_the_stable_surface_bench_uses() -> None:
     assert err.value.flag == "model"
     with pytest.raises(SizingError):
         plan("qwen2.5-7b", "h100", gpus=0)
+
+
+def test_larger_counts_are_the_next_power_of_two_whole_node_and_one_node_more() -> None:
+    from sizing.recommend import larger_counts
+    # inside a node of 8: 1 -> 2 (next power of two) and 8 (the node); 3 -> 4 and 8; 2 -> 4 and 8
+    assert larger_counts(1, 8) == [2, 8] and larger_counts(3, 8) == [4, 8] and larger_counts(2, 8) == [4, 8]
+    # 21 (R1 fp8 on A100-40G: TP1 x PP21) -> 24 (three whole nodes) and 32 (one more); 8 -> 16
+    assert larger_counts(21, 8) == [24, 32] and larger_counts(8, 8) == [16]
+
+
+def test_a_minimum_that_nobody_deploys_is_shown_beside_whole_nodes() -> None:
+    p = build_plan(resolve_model("r1-671b"), resolve_gpu("a100-40g"), Request(model="r1-671b"))
+    assert p.searched and p.gpus == 21 and p.tp == 1  # 21 = 3 x 7: no TP that divides 128 heads
+    rows = {row["gpus"]: row for row in p.more_gpus}
+    assert set(rows) == {24, 32}
+    for n, row in rows.items():
+        lay = row["layout"]
+        assert lay["tp"] * lay["pp"] * lay["dp"] == n
+    # at 24 the tensor-parallel layout reads each token's weights from 8 GPUs at once: faster per request than the
+    # minimum's pipeline of 21 single GPUs
+    minimum = p.evaluation.estimates[0].per_request_output_tokens_per_s
+    assert rows[24]["layout"]["tp"] == 8 and rows[24]["per_request_output_tokens_per_s"] > 1.5 * minimum
+    assert p.to_dict()["more_gpus"] == list(p.more_gpus)
+    given = build_plan(resolve_model("r1-671b"), resolve_gpu("a100-40g"), Request(model="r1-671b", gpus=24))
+    assert given.more_gpus == ()  # a count the user chose is not second-guessed
