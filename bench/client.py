@@ -73,7 +73,7 @@ async def send(pool: Pool, target: Target, body: bytes, headers: dict[str, str],
         raise
     _times(record, raw)
     status = raw.status
-    if status is not None and status != 200 and raw.exc is None:
+    if status is not None and not 200 <= status < 300:  # decided by the status, even when the body was cut short
         text = _text(raw)
         record.error_class = errors.classify_status(status, text)
         record.error = f"HTTP {status}: {' '.join(text.split())[:MAX_ERROR_CHARS]}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import ssl
 import zlib
 from dataclasses import dataclass, field
@@ -34,10 +35,15 @@ from . import __version__
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head longer than this is not HTTP a client should wait on
 MAX_CHUNK_LINE = 4096
+HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
 class ConnectionClosed(ConnectionError):
     """The connection ended before the response did."""
+
+
+class PoolClosed(ConnectionClosed):
+    """The client closed its pool while the request was in flight (end of a run, Ctrl-C)."""
 
 
 class ProtocolError(ValueError):
@@ -73,13 +79,16 @@ class Response:
     def body(self) -> bytes:
         data = b"".join(self.reads)
         encoding = self.headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("gzip", "x-gzip"):
-            return zlib.decompress(data, 16 + zlib.MAX_WBITS)
-        if encoding == "deflate":
-            try:
-                return zlib.decompress(data)
-            except zlib.error:
-                return zlib.decompress(data, -zlib.MAX_WBITS)  # raw deflate, as some servers send it
+        try:
+            if encoding in ("gzip", "x-gzip"):
+                return gzip.decompress(data)  # every member, not only the first
+            if encoding == "deflate":
+                try:
+                    return zlib.decompress(data)
+                except zlib.error:
+                    return zlib.decompress(data, -zlib.MAX_WBITS)  # raw deflate, as some servers send it
+        except (zlib.error, OSError, EOFError) as e:
+            raise ProtocolError(f"the {encoding} body does not decompress: {e}") from None
         if encoding not in ("identity", ""):
             raise ProtocolError(f"the server sent a body in Content-Encoding {encoding!r}, which is not supported")
         return data
@@ -154,7 +163,8 @@ def parse_head(head: bytes) -> tuple[int, str, dict[str, str], str]:
     text = head.decode("latin-1")
     lines = text.split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit() or len(parts[1]) != 3:
+    code = parts[1] if len(parts) >= 2 else ""
+    if not parts[0].startswith("HTTP/1.") or not (code.isascii() and code.isdigit()) or len(code) != 3:
         raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -222,7 +232,7 @@ class _Conn(asyncio.Protocol):
         self.pool._forget(self)
         if self.waiter is None or self.waiter.done():
             return
-        if self.state == _UNTIL_CLOSE:
+        if self.state == _UNTIL_CLOSE and exc is None:
             self.resp.complete = True
             self._done()
         else:
@@ -239,27 +249,30 @@ class _Conn(asyncio.Protocol):
         self._crlf = self._trailers = False
         self._head_request = head_request
         self.used += 1
-        self.waiter = asyncio.get_running_loop().create_future()
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        if self.closed or self.transport is None or self.transport.is_closing():
+            self._fail(ConnectionClosed("the server closed the connection before the request was sent"))
+            return waiter
         self.transport.write(data)
         resp.written_ns = perf_counter_ns()
-        return self.waiter
+        return waiter
 
     def _head(self, data: bytes, ts: int) -> None:
         buf = self._buf + data if self._buf else data
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > MAX_HEAD_BYTES:
-                raise ProtocolError(f"the response head is longer than {MAX_HEAD_BYTES} bytes")
-            self._buf = buf
-            return
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD_BYTES:
+                    raise ProtocolError(f"the response head is longer than {MAX_HEAD_BYTES} bytes")
+                self._buf = buf
+                return
+            status, reason, headers, version = parse_head(buf[:end])
+            rest = buf[end + 4:]
+            if not (100 <= status < 200 and status != 101):
+                break
+            buf = rest  # an interim answer (100 Continue, 103 Early Hints): the real head follows
         self._buf = b""
-        status, reason, headers, version = parse_head(buf[:end])
-        rest = buf[end + 4:]
         resp = self.resp
-        if 100 <= status < 200 and status != 101:
-            if rest:
-                self._head(rest, ts)  # an interim answer: the real head follows
-            return
         resp.status, resp.reason, resp.headers, resp.headers_ns = status, reason, headers, ts
         if self.state == _TUNNEL:
             resp.complete = True
@@ -274,10 +287,11 @@ class _Conn(asyncio.Protocol):
         elif "chunked" in te:
             self.state = _CHUNKED
         elif "content-length" in headers:
-            try:
-                self._rem = int(headers["content-length"])
-            except ValueError:
-                raise ProtocolError(f"bad Content-Length {headers['content-length']!r}") from None
+            values = {v.strip() for v in headers["content-length"].split(",")}  # "2, 2" repeats one length
+            length = values.pop() if len(values) == 1 else ""
+            if not (length.isascii() and length.isdigit()):
+                raise ProtocolError(f"bad Content-Length {headers['content-length']!r}")
+            self._rem = int(length)
             self.state = _LENGTH
         else:
             self._keep_alive = False
@@ -364,12 +378,10 @@ class _Conn(asyncio.Protocol):
                             self._drop()
                         return
                     continue
-                try:
-                    size = int(line.split(b";", 1)[0], 16)
-                except ValueError:
-                    raise ProtocolError(f"bad chunk-size line {line[:40]!r}") from None
-                if size < 0:
+                digits = line.split(b";", 1)[0].strip(b" \t")
+                if not digits or digits.strip(HEX_DIGITS):
                     raise ProtocolError(f"bad chunk-size line {line[:40]!r}")
+                size = int(digits, 16)
                 if size == 0:
                     self._trailers = True
                 rem = size
@@ -424,6 +436,7 @@ class Pool:
         self._ssl = ssl_context
         self._idle: dict[tuple, list[_Conn]] = {}
         self._all: set[_Conn] = set()
+        self._closed = False
 
     async def __aenter__(self) -> Pool:
         return self
@@ -432,8 +445,9 @@ class Pool:
         await self.close()
 
     async def close(self) -> None:
+        self._closed = True
         for conn in list(self._all):
-            conn._fail(ConnectionClosed("the client closed the connection"))
+            conn._fail(PoolClosed("the client closed the connection"))
         self._all.clear()
         self._idle.clear()
 
@@ -478,7 +492,9 @@ class Pool:
         for attempt in (0, 1):
             conn = None
             try:
-                conn = await self._connection(origin, px, deadline)
+                if self._closed:
+                    raise PoolClosed("the client's connection pool is closed")
+                conn = await self._connection(origin, px, deadline, fresh=attempt == 1)
                 reused = conn.used > 0
                 if data is not None:
                     waiter = conn.send(data, resp, head_request=method == "HEAD")
@@ -487,17 +503,17 @@ class Pool:
                     waiter = conn.send(body, resp, head_request=method == "HEAD")
                 await self._wait(waiter, deadline, conn)
             except asyncio.CancelledError:
-                if conn is not None:
-                    conn._drop()
+                if conn is not None and conn.resp is resp and conn.waiter is not None:
+                    conn._drop()  # still ours and in flight (a finished one may already serve another request)
                 if resp.end_ns is None:
                     resp.end_ns = perf_counter_ns()
                 raise
-            except (OSError, asyncio.TimeoutError, TimeoutError, ValueError, ssl.SSLError) as e:
+            except Exception as e:  # noqa: BLE001 - the promise: every failure becomes a value in resp
                 resp.exc = e
                 resp.end_ns = perf_counter_ns()
                 return resp
-            stale = (attempt == 0 and reused and isinstance(resp.exc, ConnectionClosed) and resp.status is None
-                     and not resp.reads)
+            stale = (attempt == 0 and reused and type(resp.exc) is ConnectionClosed and resp.status is None
+                     and not resp.reads and not self._closed)
             if not stale:
                 return resp
             resp.exc = None  # the server had closed that idle connection as the request went out: once more
@@ -519,9 +535,10 @@ class Pool:
         if not waiter.done():
             conn._fail(TimeoutError(f"no complete response within {self.timeout_s:g} s (--timeout)"))
 
-    async def _connection(self, origin: Origin, px: Proxy | None, deadline: float | None) -> _Conn:
+    async def _connection(self, origin: Origin, px: Proxy | None, deadline: float | None,
+                          fresh: bool = False) -> _Conn:
         key = (origin, px)
-        idle = self._idle.get(key)
+        idle = None if fresh else self._idle.get(key)
         while idle:
             conn = idle.pop()
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
@@ -538,23 +555,28 @@ class Pool:
     async def _connect(self, key: tuple, origin: Origin, px: Proxy | None) -> _Conn:
         loop = asyncio.get_running_loop()
         tls = origin.scheme == "https"
-        if px is None:
-            _, conn = await loop.create_connection(lambda: _Conn(self, key), origin.host, origin.port,
-                                                   ssl=self._ssl_context() if tls else None,
-                                                   server_hostname=origin.host if tls else None)
-        else:
-            proxy_tls = px.origin.scheme == "https"
-            _, conn = await loop.create_connection(lambda: _Conn(self, key), px.origin.host, px.origin.port,
-                                                   ssl=self._ssl_context() if proxy_tls else None,
-                                                   server_hostname=px.origin.host if proxy_tls else None)
-            if tls:
-                await self._tunnel(conn, origin, px)
+        hop = origin if px is None else px.origin
+        hop_tls = hop.scheme == "https"
+        _, conn = await loop.create_connection(lambda: _Conn(self, key), hop.host, hop.port,
+                                               ssl=self._ssl_context() if hop_tls else None,
+                                               server_hostname=hop.host if hop_tls else None)
         self._all.add(conn)
+        if px is not None and tls:
+            try:
+                await self._tunnel(conn, origin, px)
+            except BaseException:
+                conn._drop()  # a refused, failed, timed-out or cancelled tunnel leaves no socket behind
+                raise
+        if self._closed or conn.closed:
+            conn._drop()
+            raise PoolClosed("the client closed its pool") if self._closed else ConnectionClosed(
+                "the server closed the connection as it was opened")
         return conn
 
     async def _tunnel(self, conn: _Conn, origin: Origin, px: Proxy) -> None:
         """CONNECT through the proxy, then TLS with the origin over the tunnel."""
-        lines = [f"CONNECT {origin.host}:{origin.port} HTTP/1.1", f"Host: {origin.host}:{origin.port}"]
+        host = f"[{origin.host}]" if ":" in origin.host else origin.host
+        lines = [f"CONNECT {host}:{origin.port} HTTP/1.1", f"Host: {host}:{origin.port}"]
         if px.authorization:
             lines.append(f"Proxy-Authorization: {px.authorization}")
         answer = Response()
@@ -565,6 +587,10 @@ class Pool:
         if answer.status != 200:
             conn._drop()
             raise ProxyError(f"the proxy {px.origin.authority} answered {answer.status} {answer.reason} to CONNECT")
-        transport = await asyncio.get_running_loop().start_tls(conn.transport, conn, self._ssl_context(),
-                                                                server_hostname=origin.host)
+        try:
+            transport = await asyncio.get_running_loop().start_tls(conn.transport, conn, self._ssl_context(),
+                                                                    server_hostname=origin.host)
+        except TypeError as e:  # Python 3.10 cannot run TLS inside a TLS connection to the proxy
+            raise ProxyError(f"TLS through the https:// proxy {px.origin.authority} needs Python 3.11 or later "
+                             f"({e})") from None
         conn.transport = transport

@@ -395,3 +395,104 @@ def test_a_proxy_refusing_the_tunnel_is_a_clear_error():
     assert errors.classify_exception(resp.exc) == errors.CONNECTION_REFUSED
     socks = run(get("http://127.0.0.1:1/v1/x", proxy="socks5://127.0.0.1:1080"))
     assert isinstance(socks.exc, ProxyError) and "only http:// and https:// proxies" in str(socks.exc)
+
+
+# ---- found in review: each of these once hung, crashed or misreported --------------------------------------------
+
+def test_bad_compressed_bodies_are_protocol_errors_and_multi_member_gzip_is_whole():
+    two = gzip.compress(b"hello ") + gzip.compress(b"world")
+    assert Response(headers={"content-encoding": "gzip"}, reads=[two]).body == b"hello world"
+    with pytest.raises(ProtocolError, match="does not decompress"):
+        _ = Response(headers={"content-encoding": "gzip"}, reads=[b"not gzip at all"]).body
+
+
+def test_a_cut_error_response_is_classified_by_its_status_and_a_bad_gzip_is_malformed():
+    from bench.apis import APIS
+    from bench.client import Target, finish, send
+    from bench.records import RequestRecord
+
+    def record():
+        return RequestRecord(request_id="r", phase="p", level_index=0, prompt_index=0, warmup=False,
+                             api="openai-chat", stream=True, input_len_requested=1, output_len_requested=1,
+                             scheduled_ns=None, send_ns=0)
+    cut_401 = [b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 100\r\n\r\n", b'{"error": "invalid api key"']
+    bad_gzip = [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                b"Content-Length: 8\r\n\r\nnotgzip!"]
+
+    async def one(pieces):
+        async def script(reader, writer, srv):
+            await srv.read_request(reader)
+            await srv.send(writer, pieces)
+        async with Scripted(script) as srv, Pool() as pool:
+            target = Target(srv.url.rsplit("/chat/completions", 1)[0], APIS["openai-chat"], "m")
+            rec = record()
+            return finish(rec, await send(pool, target, b"{}", {}, rec), target.api)
+    auth = run(one(cut_401))
+    assert auth.error_class == errors.AUTH and auth.status == 401  # fatal: the run stops, as a 401 should
+    assert run(one(bad_gzip)).error_class == errors.MALFORMED
+
+
+def test_a_server_closing_each_new_connection_fails_fast_not_at_the_timeout():
+    async def slam(reader, writer, srv):
+        writer.transport.abort()
+
+    async def main():
+        async with Scripted(slam) as srv, Pool(timeout_s=20) as pool:
+            t0 = time.perf_counter()
+            resps = await asyncio.gather(*(get(srv.url, pool) for _ in range(30)))
+            return resps, time.perf_counter() - t0, pool.open_connections
+    resps, took, left = run(main())
+    assert took < 5 and left == 0
+    assert all(isinstance(r.exc, (ConnectionClosed, ConnectionResetError)) for r in resps), {type(r.exc) for r in resps}
+
+
+def test_a_reset_in_a_close_delimited_body_is_not_complete():
+    async def script(reader, writer, srv):
+        await srv.read_request(reader)
+        await srv.send(writer, [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n", b'{"partial": '])
+        linger_0 = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close sends RST, not FIN
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_0)
+        writer.transport.abort()
+
+    async def main():
+        async with Scripted(script) as srv:
+            return await get(srv.url)
+    resp = run(main())
+    assert not resp.complete and resp.exc is not None
+
+
+def test_closing_the_pool_ends_requests_without_retrying_them():
+    async def slow(reader, writer, srv):
+        while await srv.read_request(reader) is not None:
+            await srv.send(writer, [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"])
+            await asyncio.sleep(0.3)
+            await srv.send(writer, [b"ok"])
+
+    async def main():
+        async with Scripted(slow) as srv:
+            pool = Pool()
+            await get(srv.url, pool)  # leaves one idle connection to reuse
+            task = asyncio.create_task(get(srv.url, pool))
+            await asyncio.sleep(0.1)
+            await pool.close()
+            resp = await task
+            return resp, pool.open_connections, srv.connections
+    resp, left, conns = run(main())
+    assert not resp.retried and isinstance(resp.exc, ConnectionClosed) and left == 0 and conns == 1
+
+
+def test_bad_lengths_and_status_codes_are_protocol_errors():
+    for head in (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 1_0\r\n\r\n",
+                 "HTTP/1.1 2²2 OK\r\nContent-Length: 0\r\n\r\n".encode(),
+                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nab\r\n0\r\n\r\n"):
+        async def main(h=head):
+            async with Scripted([h]) as srv:
+                return await get(srv.url, timeout_s=3)
+        resp = run(main())
+        assert isinstance(resp.exc, ProtocolError), (head, resp.exc)
+    many_1xx = b"HTTP/1.1 100 Continue\r\n\r\n" * 2000 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def flood():
+        async with Scripted([many_1xx]) as srv:
+            return await get(srv.url)
+    assert run(flood()).body == b"ok"
