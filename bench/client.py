@@ -16,7 +16,7 @@ import orjson
 
 from . import errors
 from .apis import Api, ParsedResponse
-from .http1 import Pool, Response
+from .http1 import Pool, ProtocolError, Response
 from .records import RequestRecord
 from .sse import Events, split_events
 
@@ -92,7 +92,7 @@ def _times(record: RequestRecord, raw: Response) -> None:
 def _text(raw: Response) -> str:
     try:
         return raw.body.decode("utf-8", errors="replace")
-    except (ValueError, OSError):  # an undecodable compressed body
+    except ProtocolError:  # an undecodable compressed body
         return b"".join(raw.reads).decode("utf-8", errors="replace")
 
 
@@ -107,7 +107,7 @@ def finish(record: RequestRecord, raw: Response, api: Api) -> RequestRecord:
     elif raw.complete or raw.exc is None:
         try:
             body = raw.body
-        except (ValueError, OSError) as e:
+        except ProtocolError as e:  # a compressed body that does not decompress
             record.error_class = errors.MALFORMED
             record.error = str(e)[:MAX_ERROR_CHARS]
             return record

@@ -13,7 +13,7 @@ import ssl
 
 import aiohttp
 
-from .http1 import ConnectionClosed, ProtocolError, ProxyError
+from .http1 import ProtocolError, ProxyError
 
 AUTH = "auth"
 BALANCE = "insufficient_balance"
@@ -95,7 +95,7 @@ def classify_exception(exc: BaseException) -> str:
         return CONNECTION_RESET
     if isinstance(exc, aiohttp.ClientPayloadError):
         return STREAM_CUT
-    if isinstance(exc, (ConnectionClosed, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, OSError)):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, OSError)):  # OSError: resets, http1.ConnectionClosed
         return CONNECTION_RESET
     if isinstance(exc, (ProtocolError, aiohttp.ClientResponseError, aiohttp.ContentTypeError, ValueError)):
         return MALFORMED

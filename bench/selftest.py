@@ -145,7 +145,7 @@ async def _run_level(url: str, concurrency: int, n: int, args, sampler=None) -> 
                                 LengthSpec("fixed", args.output_len))
     level = LoadLevel(f"c={concurrency}", concurrency, num_requests=n)
     plan = LoadPlan(levels=(level,), prompts=tuple(prompts), timeout_s=120,
-                    busy_poll=getattr(args, "busy_poll", False))
+                    busy_poll=args.busy_poll)
     runner = Runner(target, plan, None)
     async with make_session(concurrency, 120) as session:
         # one untimed request per connection first, so connection set-up is not part of the measurement

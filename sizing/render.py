@@ -36,10 +36,14 @@ def _money(value: float | None) -> str:
 
 
 def _layout(plan: Plan) -> str:
-    lay = plan.evaluation.layout
-    text = f"TP{lay.tp}" + (f" PP{lay.pp}" if lay.pp > 1 else "") + (f" EP{lay.ep}" if lay.ep > 1 else "") + (
-        f" x{lay.dp} replicas" if lay.dp > 1 else "")
-    return text + (" DP-attn" if lay.dp_attention else "")
+    return _layout_text(plan.evaluation.layout.as_dict())
+
+
+def _layout_text(lay: dict) -> str:
+    """A layout as ``Layout.as_dict`` gives it, in words: TP8 PP3 EP8, x2 replicas, DP-attn."""
+    text = (f"TP{lay['tp']}" + (f" PP{lay['pp']}" if lay["pp"] > 1 else "") + (f" EP{lay['ep']}" if lay["ep"] > 1
+            else "") + (f" x{lay['dp']} replicas" if lay["dp"] > 1 else ""))
+    return text + (" DP-attn" if lay["dp_attention"] else "")
 
 
 def render_plan(plan: Plan) -> str:
@@ -95,10 +99,7 @@ def render_plan(plan: Plan) -> str:
         rows = [[ev.gpus, _layout(plan), _rate(ev.estimates[0].per_request_output_tokens_per_s),
                  _rate(ev.estimates[-1].output_tokens_per_s), ev.max_running, _money(ev.price_per_hour_usd)]]
         for a in plan.more_gpus:
-            lay = a["layout"]
-            text = (f"TP{lay['tp']}" + (f" PP{lay['pp']}" if lay["pp"] > 1 else "") +
-                    (f" EP{lay['ep']}" if lay["ep"] > 1 else "") + (f" x{lay['dp']} replicas" if lay["dp"] > 1 else ""))
-            rows.append([a["gpus"], text, _rate(a["per_request_output_tokens_per_s"]),
+            rows.append([a["gpus"], _layout_text(a["layout"]), _rate(a["per_request_output_tokens_per_s"]),
                          _rate(a["output_tokens_per_s_at_max_concurrency"]), a["max_concurrency"],
                          _money(a["price_per_hour_usd"])])
         out.append(table(["GPUs", "layout", f"tok/s per req (c={c0})", f"tok/s total (c={c1})", "max conc.", "$/h"],
