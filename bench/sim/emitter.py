@@ -134,9 +134,10 @@ def write_events(s: Stream, take: Callable[[Stream], bool], on_tokens: Callable[
         s.transport.write(out)
         if emitted:
             s.truth.emit_ns.extend([emit] * emitted)
-            s.truth.tokens.extend(events[j][2] for j in range(first, s.index))
+            counts = [events[j][2] for j in range(first, s.index)]
+            s.truth.tokens.extend(counts)
             if on_tokens is not None:
-                on_tokens(sum(events[j][2] for j in range(first, s.index)))
+                on_tokens(sum(counts))
     if faulted:
         _fault(s)
         return False
