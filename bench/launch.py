@@ -340,8 +340,10 @@ def _signal_all(pgid: int, procs: set[psutil.Process], sig: int) -> None:
         pass
     for p in procs:  # those that moved to a group or session of their own
         try:
+            if os.getpgid(p.pid) == pgid:
+                continue  # the killpg above reached it: a second SIGTERM could land after its handler was removed
             p.send_signal(sig)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
             pass
 
 
