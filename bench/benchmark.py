@@ -15,9 +15,10 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from . import __version__, aio, errors
+from . import __version__, aio, capacity, errors
 from .apis import APIS, PromptSpec
 from .client import Target, send
+from .metrics import derive
 from .preflight import PreflightError, ServerInfo, check_model, fetch_server_info
 from .records import RecordWriter, RequestRecord
 from .results import (
@@ -84,6 +85,19 @@ class TelemetryOptions:
 
 
 @dataclass(frozen=True)
+class CapacityOptions:
+    """``bench capacity``: search the highest load meeting ``slo`` (see bench/capacity.py)."""
+
+    by: str = "concurrency"  # or "rate"
+    start: float = 1
+    limit: float = 256
+    precision: float = 0.1
+    goodput_min: float = 0.95
+    error_rate_max: float = 0.01
+    max_concurrency: int | None = None  # in-flight cap of rate levels
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     base_url: str | None = None
     api: str = "openai-chat"
@@ -119,6 +133,7 @@ class BenchConfig:
     launch: str | None = None  # a server command to start (and stop) around the run; needs base_url
     launch_timeout_s: float = 900.0
     launch_grace_s: float = 15.0
+    capacity: CapacityOptions | None = None  # levels chosen one by one from the verdicts (bench capacity)
 
 
 @dataclass
@@ -127,6 +142,7 @@ class Outcome:
     levels: list[dict[str, Any]]
     exit_code: int
     message: str | None = None
+    capacity: dict[str, Any] | None = None
 
 
 def requests_for_level(level: LoadLevel, num_requests: int | None) -> int:
@@ -199,6 +215,7 @@ def describe_config(config: BenchConfig, target: Target | None, info: ServerInfo
             "min_tokens": config.min_tokens,
         },
         "slo": config.slo,
+        "capacity": asdict(config.capacity) if config.capacity else None,
         "fail_on_error_rate": config.fail_on_error_rate,
         "sim": asdict(config.sim) if simulated else None,
     }
@@ -346,14 +363,16 @@ async def _resolve_target(config: BenchConfig, session, pool, base: str, simulat
     return target, info, None
 
 
-def _plan(config: BenchConfig, per_level: dict[str, int | None], observer: Observer) -> LoadPlan:
+def _plan(config: BenchConfig, per_level: dict[str, int | None], observer: Observer,
+          most: int | None = None) -> LoadPlan:
+    """``most``: requests of the largest level a capacity search may choose later (prompts are made up front)."""
     for lv in config.levels:
         n = per_level.get(lv.label)
         if lv.request_rate is None and n is not None and n < (lv.concurrency or 1):
             observer.note(f"note: {lv.label} sends only {n} requests, so it never has {lv.concurrency} in "
                           "flight; raise --num-requests or use --duration")
     if config.duration_s is None:
-        n_prompts = min(MAX_PROMPTS, max(per_level.values()) + config.warmup)
+        n_prompts = min(MAX_PROMPTS, max(list(per_level.values()) + [most or 0]) + config.warmup)
     else:
         n_prompts = MAX_PROMPTS
     return LoadPlan(levels=tuple(replace(lv, num_requests=per_level[lv.label]) for lv in config.levels),
@@ -392,16 +411,23 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
         if implied and not config.api_explicit and implied != config.api:
             config = replace(config, api=implied)
             observer.note(f"--api {implied} (implied by the URL's path)")
+        search = _CapacityRun(config, observer) if config.capacity else None
+        if search is not None:
+            config = replace(config, levels=(search.first_level(),))
         per_level = {lv.label: (requests_for_level(lv, config.num_requests) if config.duration_s is None else None)
                      for lv in config.levels}
-        async with make_session(max((lv.concurrency or 1) for lv in config.levels), config.timeout_s) as session:
+        most = search.largest_level() if search else None
+        in_flight = max((lv.concurrency or 1) for lv in config.levels + ((most,) if most else ()))
+        async with make_session(in_flight, config.timeout_s) as session:
             async with aiohttp.ClientSession(trust_env=False) as probe_session:  # GET /v1/models, /version
                 target, info, why_not = await _resolve_target(config, probe_session, session, base, simulated,
                                                                 observer)
             if target is None:
                 return Outcome(None, [], 1, why_not)
             secrets = [target.api_key] if target.api_key else []
-            plan = _plan(config, per_level, observer)
+            plan = _plan(config, per_level, observer,
+                         most=requests_for_level(most, config.num_requests) if most and config.duration_s is None
+                         else None)
             run_dir = config.out_dir or new_run_dir(config.results_dir, config.label or
                                                     ("sim" if simulated else f"{target.model}_{config.api}"))
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -427,7 +453,7 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
             try:
                 with _Telemetry(config, run_dir, runner, target, servers.pid, observer) as telemetry:
                     try:
-                        results = await runner.run(session)
+                        results = await runner.run(session, next_level=search.next_level if search else None)
                     except RunAborted as e:
                         results = runner.results
                         aborted = scrub(f"Stopped: {e}. Nothing more was sent, so a bad key or an empty balance "
@@ -441,17 +467,68 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
             if r.level.label in tele:
                 entry["telemetry"] = tele[r.level.label]
             levels.append(entry)
-        run_info["phases"] = [{"label": r.level.label, "start_ns": r.start_ns, "end_ns": r.end_ns,
+        run_info["phases"] = [{"label": r.level.label, "concurrency": r.level.concurrency,
+                               "request_rate": r.level.request_rate, "start_ns": r.start_ns, "end_ns": r.end_ns,
                                "client": r.client} for r in results]
         run_info["status"] = "aborted" if aborted else "interrupted" if runner.state.stopping else "completed"
         run_info["finished_at"] = utc_now_iso()
         write_json(run_dir / "run.json", run_info)
+        found = (capacity.from_run(run_info, [(r.level.label, _load_of(r.level), r.records) for r in results], levels)
+                 if search else None)
         write_summary(run_dir, levels, {"run_dir": str(run_dir), "model": target.model, "api": config.api,
-                                        "base_url": target.base_url, "simulated": simulated})
+                                        "base_url": target.base_url, "simulated": simulated,
+                                        **({"capacity": found} if found else {})})
         code, message = _exit_status(levels, config, aborted, runner.state.stopping)
-        return Outcome(run_dir, levels, code, message)
+        return Outcome(run_dir, levels, code, message, found)
     finally:
         await servers.stop(observer)
+
+
+class _CapacityRun:
+    """Chooses ``bench capacity``'s levels one by one: the verdict on each finished level decides the next."""
+
+    def __init__(self, config: BenchConfig, observer: Observer):
+        opts = config.capacity
+        self.config = config
+        self.opts = opts
+        self.observer = observer
+        self.search = capacity.Search(opts.by, opts.start, opts.limit, opts.precision)
+        self.criteria = capacity.Criteria(config.slo or {}, opts.goodput_min, opts.error_rate_max)
+        observer.note(f"Searching the highest {'concurrency' if opts.by == 'concurrency' else 'request rate'} "
+                      f"with {self.criteria.describe()}")
+
+    def level(self, load: float) -> LoadLevel:
+        if self.opts.by == "concurrency":
+            return LoadLevel(capacity.label("concurrency", load), int(load))
+        return LoadLevel(capacity.label("rate", load), self.opts.max_concurrency, load)
+
+    def first_level(self) -> LoadLevel:
+        return self.level(self.search.first())
+
+    def largest_level(self) -> LoadLevel:
+        return self.level(self.search.limit)
+
+    def next_level(self, result: LevelResult) -> LoadLevel | None:
+        verdict, _ = _judge(result.level, result.records, self.config.slo, self.criteria)
+        self.observer.note(f"{result.level.label:>10}: {'within' if verdict.passed else 'OUTSIDE'} the objectives "
+                           f"({verdict.reason})")
+        load = _load_of(result.level)
+        following = self.search.next(load, verdict.passed)
+        if following is None:
+            return None
+        level = self.level(following)
+        n = requests_for_level(level, self.config.num_requests) if self.config.duration_s is None else None
+        return replace(level, num_requests=n)
+
+
+def _load_of(level: LoadLevel) -> float:
+    return level.request_rate if level.request_rate is not None else float(level.concurrency or 1)
+
+
+def _judge(level: LoadLevel, records: list[RequestRecord], slo, criteria) -> tuple[Any, dict[str, Any]]:
+    entry = summarize_level(level.label, records, concurrency=level.concurrency, request_rate=level.request_rate,
+                            slo=slo)
+    return capacity.judge(entry, [derive(r) for r in records if not r.warmup], criteria), entry
 
 
 class _ScrubbingWriter:

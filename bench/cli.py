@@ -315,14 +315,19 @@ def _sim_options(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 
 def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    return _run_and_render(config_from_args(args, parser), args)
+
+
+def _run_and_render(config, args: argparse.Namespace) -> int:
     from .benchmark import run_benchmark
     from .console import ConsoleObserver
 
-    config = config_from_args(args, parser)
     ui = ConsoleObserver(progress=not args.no_progress, quiet=args.quiet)
     outcome = run_benchmark(config, ui)
     if outcome.levels:
-        ui.table(outcome.levels, title=f"bench run: {outcome.run_dir}")
+        ui.table(outcome.levels, title=f"bench {args.command}: {outcome.run_dir}")
+    if outcome.capacity:
+        ui.capacity(outcome.capacity)
     if outcome.message:
         (ui.warn if outcome.exit_code else ui.note)(outcome.message)
     if outcome.run_dir is not None:
@@ -338,18 +343,73 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return outcome.exit_code
 
 
+# ---- bench capacity -----------------------------------------------------------------------------------------
+
+def add_capacity_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p)
+    c = p.add_argument_group("capacity search")
+    c.add_argument("--by", choices=("concurrency", "rate"), default="concurrency",
+                   help="search closed-loop concurrency (users each waiting for their answer) or an open-loop "
+                        "request rate (Poisson arrivals; cap in flight with --max-concurrency)")
+    c.add_argument("--start", type=positive_float, default=1.0, metavar="N",
+                   help="first load tried (default 1); doubled while the objectives hold")
+    c.add_argument("--limit", type=positive_float, default=None, metavar="N",
+                   help="highest load tried (default 256 concurrent requests, or 256 requests/s)")
+    c.add_argument("--precision", type=fraction, default=0.1, metavar="X",
+                   help="stop bisecting when the highest pass and lowest failure are within X of each other "
+                        "(default 0.1 = 10%%; concurrency always to 1 request)")
+    c.add_argument("--goodput-min", type=fraction, default=0.95, metavar="X",
+                   help="a level passes when at least X of its requests succeed and meet every --slo objective "
+                        "(default 0.95)")
+    c.add_argument("--max-error-rate", type=fraction, default=0.01, metavar="X",
+                   help="... and at most X of them fail (default 0.01)")
+
+
+def cmd_capacity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from dataclasses import replace
+
+    from .benchmark import CapacityOptions
+
+    if not args.slo:
+        parser.error("bench capacity needs --slo: the objectives every level must meet "
+                     "(example: --slo ttft=2s,tpot=100ms; names: ttft, ttfat, tpot, itl, e2e)")
+    if args.concurrency or args.request_rate:
+        parser.error("bench capacity chooses the levels itself: instead of --concurrency/--request-rate give "
+                     "--by concurrency|rate, --start and --limit")
+    if args.by == "concurrency" and args.max_concurrency:
+        parser.error("--max-concurrency caps open-loop levels (--by rate); with --by concurrency use --limit")
+    limit = args.limit if args.limit is not None else 256.0
+    if limit < args.start:
+        parser.error(f"--limit {limit:g} is below --start {args.start:g}: the search goes from --start up to --limit")
+    if args.by == "concurrency" and (args.start != int(args.start) or limit != int(limit)):
+        parser.error("--start and --limit are whole numbers of concurrent requests with --by concurrency "
+                     f"(got {args.start:g} and {limit:g})")
+    cap = args.max_concurrency
+    args.max_concurrency = None  # the levels are made by the search, not config_from_args
+    config = config_from_args(args, parser)
+    config = replace(config, capacity=CapacityOptions(
+        by=args.by, start=args.start, limit=limit, precision=args.precision, goodput_min=args.goodput_min,
+        error_rate_max=args.max_error_rate, max_concurrency=cap))
+    return _run_and_render(config, args)
+
+
 # ---- bench summarize ----------------------------------------------------------------------------------------
 
 def cmd_summarize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .console import ConsoleObserver
-    from .results import summarize_run_dir, write_summary
+    from .results import capacity_of_run_dir, summarize_run_dir, write_summary
 
     run_dir: Path = args.run_dir
     if not (run_dir / "run.json").is_file() or not (run_dir / "requests.jsonl").is_file():
         parser.error(f"RUN_DIR {str(run_dir)!r} is not a run folder (it needs run.json and requests.jsonl)")
     levels = summarize_run_dir(run_dir)
-    write_summary(run_dir, levels, {"run_dir": str(run_dir), "rederived": True})
-    ConsoleObserver().table(levels, title=f"bench summarize: {run_dir}")
+    found = capacity_of_run_dir(run_dir, levels)
+    write_summary(run_dir, levels, {"run_dir": str(run_dir), "rederived": True,
+                                    **({"capacity": found} if found else {})})
+    ui = ConsoleObserver()
+    ui.table(levels, title=f"bench summarize: {run_dir}")
+    if found:
+        ui.capacity(found)
     return 0
 
 
@@ -466,6 +526,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     run = sub.add_parser("run", help="benchmark an endpoint (or the built-in simulated one)")
     add_run_arguments(run)
+    cap = sub.add_parser("capacity", help="find the highest concurrency (or request rate) that meets --slo")
+    add_capacity_arguments(cap)
     summ = sub.add_parser("summarize", help="re-derive summary.json/csv from a run folder's records")
     summ.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     sim = sub.add_parser("sim", help="serve the simulated endpoint")
@@ -497,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, sub)
+        if args.command == "capacity":
+            return cmd_capacity(args, sub)
         if args.command == "summarize":
             return cmd_summarize(args, sub)
         if args.command == "sim":

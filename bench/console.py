@@ -103,6 +103,29 @@ class ConsoleObserver:
     def table(self, levels: list[dict[str, Any]], title: str | None = None) -> None:
         self.console.print(render_table(levels, title))
 
+    def capacity(self, found: dict[str, Any]) -> None:
+        self.console.print(render_capacity(found))
+        self.console.print(found["sentence"], markup=False, style="bold")
+
+
+def render_capacity(found: dict[str, Any]) -> Table:
+    """``bench capacity``'s levels ordered by load, each with its verdict."""
+    table = Table(title=f"capacity search: {found['criteria']['text']}", header_style="bold")
+    for name, justify in (("level", "left"), ("verdict", "left"), ("met SLO", "right"), ("errors", "right"),
+                          ("out tok/s", "right"), ("TTFT ms p99", "right"), ("TPOT ms p99", "right"),
+                          ("why", "left")):
+        table.add_column(name, justify=justify)
+    best = found.get("max_load")
+    for p in sorted(found["probes"], key=lambda p: p["load"]):
+        verdict = "pass" if p["passed"] else "FAIL"
+        if best is not None and p["load"] == best:
+            verdict += " <- capacity"
+        good, err = p.get("good_fraction"), p.get("error_rate")
+        table.add_row(p["phase"], verdict, "-" if good is None else f"{good:.0%}",
+                      "-" if err is None else f"{err:.0%}", fmt(p.get("output_tokens_per_s")),
+                      fmt(p.get("ttft_ms_p99")), fmt(p.get("tpot_ms_p99"), 2), p["reason"])
+    return table
+
 
 def render_table(levels: list[dict[str, Any]], title: str | None = None) -> Table:
     """The field table: one row per level."""

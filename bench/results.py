@@ -111,7 +111,7 @@ def summarize_run_dir(run_dir: Path) -> list[dict[str, Any]]:
         from .telemetry import summarize_samples
         telemetry = summarize_samples(samples, [(p["label"], p["start_ns"], p["end_ns"]) for p in phases.values()])
     levels = []
-    for level in run["load"]["levels"]:
+    for level in _levels_ran(run, records):
         recs = by_phase.get(level["label"])
         if recs is None:
             continue
@@ -123,3 +123,39 @@ def summarize_run_dir(run_dir: Path) -> list[dict[str, Any]]:
             entry["telemetry"] = telemetry[level["label"]]
         levels.append(entry)
     return levels
+
+
+def _levels_ran(run: dict[str, Any], records: list[RequestRecord]) -> list[dict[str, Any]]:
+    """The levels of a run in the order they ran: those planned in ``run.json``, then any other the records show
+    (``bench capacity`` chooses its levels as it goes; after a crash ``run.json`` names only the first), with their
+    concurrency and rate from ``run.json``'s phases or, failing that, from the label (``c=N``, ``rate=R/s``)."""
+    from .capacity import parse_label
+    out = {lv["label"]: lv for lv in run["load"]["levels"]}
+    phases = {p["label"]: p for p in run.get("phases") or []}
+    cap = (run.get("capacity") or {}).get("max_concurrency")
+    order = sorted({(r.level_index, r.phase) for r in records})
+    for _, label in order:
+        if label in out:
+            continue
+        if label in phases and "concurrency" in phases[label]:
+            out[label] = {"label": label, "concurrency": phases[label]["concurrency"],
+                          "request_rate": phases[label].get("request_rate")}
+            continue
+        c, rate = parse_label(label)
+        out[label] = {"label": label, "concurrency": c if rate is None else cap, "request_rate": rate}
+    index = {label: i for i, label in order}
+    return sorted(out.values(), key=lambda lv: index.get(lv["label"], -1))
+
+
+def capacity_of_run_dir(run_dir: Path, levels: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``bench capacity``'s answer re-derived from the run folder's records (None for other runs)."""
+    run = read_json(run_dir / "run.json")
+    if not run.get("capacity"):
+        return None
+    from .capacity import from_run
+    by_phase: dict[str, list[RequestRecord]] = {}
+    for rec in read_records(run_dir / "requests.jsonl"):
+        by_phase.setdefault(rec.phase, []).append(rec)
+    ran = [(lv["phase"], lv["request_rate"] if lv.get("request_rate") is not None else float(lv["concurrency"] or 1),
+            by_phase.get(lv["phase"], [])) for lv in levels]
+    return from_run(run, ran, levels)

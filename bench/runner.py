@@ -16,7 +16,7 @@ import resource
 from collections import deque
 from dataclasses import dataclass, field
 from time import perf_counter_ns
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -151,14 +151,25 @@ class Runner:
         for task in list(self.state.tasks):
             task.cancel()
 
-    async def run(self, session: Pool) -> list[LevelResult]:
-        """Run every level in turn; ``self.results`` keeps the finished ones if this raises :class:`RunAborted`."""
-        for index, level in enumerate(self.plan.levels):
+    async def run(self, session: Pool,
+                  next_level: Callable[[LevelResult], LoadLevel | None] | None = None) -> list[LevelResult]:
+        """Run every level in turn; ``self.results`` keeps the finished ones if this raises :class:`RunAborted`.
+        With ``next_level``, the plan's levels are only the first ones: after the last of them, each finished level
+        is handed to ``next_level``, which returns the level to run next, or None to end (``bench capacity``)."""
+        levels = list(self.plan.levels)
+        index = 0
+        while index < len(levels):
             if self.state.stopping:
                 break
-            self.results.append(await self.run_level(session, index, level))
+            result = await self.run_level(session, index, levels[index])
+            self.results.append(result)
             if self.state.abort is not None:
                 raise RunAborted(self.state.abort)
+            index += 1
+            if next_level is not None and index == len(levels) and not self.state.stopping:
+                following = next_level(result)
+                if following is not None:
+                    levels.append(following)
         return self.results
 
     async def _lag_probe(self) -> None:

@@ -1,0 +1,237 @@
+"""``bench capacity``: the highest load an endpoint serves within its objectives.
+
+The question behind every sizing decision is "how many users can this deployment take at TTFT <= 2 s and
+TPOT <= 100 ms?". ``bench capacity --slo ...`` answers it by measuring: it runs load levels one after another and
+chooses each next level from the verdicts so far, like a person would, only without skipping steps.
+
+The search is pure (this module): a level *passes* when at least ``goodput_min`` of its measured requests succeeded
+and met every objective, and at most ``error_rate_max`` of them failed. From ``start`` the load doubles while levels
+pass (up to ``limit``); after the first failure it bisects between the highest pass and the lowest failure until
+they are within ``precision`` of each other (1 request for concurrency). The answer is the highest passing load;
+``None`` when even the first level fails. Real servers are noisy near the edge: every level measured is kept
+(levels, requests, telemetry), so a non-monotonic result is visible rather than hidden.
+
+Closed loop (``by="concurrency"``): levels ``c=N``. Open loop (``by="rate"``): levels ``rate=R/s``, Poisson arrivals
+(or the run's burstiness), optionally capped in flight.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .metrics import RequestMetrics, derive
+from .slo import SLO_METRICS
+
+_NAMES = {v: k for k, v in SLO_METRICS.items()}
+
+
+@dataclass(frozen=True)
+class Criteria:
+    slo: dict[str, float]  # {"ttft_ms": 2000.0, ...}, as bench.slo.parse_slo returns it
+    goodput_min: float = 0.95  # fraction of measured requests that must succeed and meet every objective
+    error_rate_max: float = 0.01  # fraction of measured requests that may fail
+
+    def describe(self) -> str:
+        objectives = ", ".join(f"{_NAMES.get(k, k)} <= {_fmt_ms(v)}" for k, v in self.slo.items())
+        return (f"{objectives} for at least {self.goodput_min:.0%} of requests, "
+                f"errors at most {self.error_rate_max:.0%}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    good_fraction: float | None
+    error_rate: float | None
+    reason: str  # one phrase: why it passed or failed
+    missed: dict[str, float]  # per objective: fraction of successful requests over its threshold
+
+
+def judge(entry: dict[str, Any], metrics: Iterable[RequestMetrics], criteria: Criteria) -> Verdict:
+    """The verdict on one level, from its summary entry (``goodput``, ``error_rate``) and its measured requests'
+    metrics (for which objective was missed how often)."""
+    ok = [m for m in metrics if m.ok]
+    missed = {}
+    for key, limit in criteria.slo.items():
+        over = sum(1 for m in ok if _misses(m, key, limit))
+        missed[_NAMES.get(key, key)] = over / len(ok) if ok else 1.0
+    goodput = entry.get("goodput") or {}
+    good = goodput.get("fraction")
+    err = entry.get("error_rate")
+    if not entry.get("requests"):
+        return Verdict(False, None, None, "no request was measured", missed)
+    if not entry.get("ok"):
+        return Verdict(False, good, err, "no request succeeded", missed)
+    if err is not None and err > criteria.error_rate_max:
+        return Verdict(False, good, err, f"{err:.1%} errors (> {criteria.error_rate_max:.0%})", missed)
+    if good is None or good < criteria.goodput_min:
+        worst = ", ".join(f"{name} missed by {frac:.0%}" for name, frac in
+                          sorted(missed.items(), key=lambda kv: -kv[1]) if frac > 0) or "objectives missed"
+        return Verdict(False, good, err, f"{(good or 0):.0%} met the SLO (< {criteria.goodput_min:.0%}): {worst}",
+                       missed)
+    return Verdict(True, good, err, f"{good:.0%} met the SLO", missed)
+
+
+def _misses(m: RequestMetrics, key: str, limit: float) -> bool:
+    if key == "itl_ms":
+        return not m.itl_ms or max(m.itl_ms) > limit
+    value = getattr(m, key)
+    return value is None or value > limit
+
+
+@dataclass
+class Search:
+    """Doubling, then bisection. ``first()`` gives the first load; ``next(load, passed)`` the one after it, or None
+    when the search is done. Loads are whole requests in flight (concurrency) or requests/s (rate)."""
+
+    by: str = "concurrency"  # or "rate"
+    start: float = 1
+    limit: float = 1024
+    precision: float = 0.1  # stop bisecting when (fail - pass) <= precision x pass (and <= 1 for concurrency)
+    passed: list[float] = field(default_factory=list)
+    failed: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.by not in ("concurrency", "rate"):
+            raise ValueError(f"by must be 'concurrency' or 'rate', not {self.by!r}")
+        if not self.start > 0 or not self.limit >= self.start:
+            raise ValueError(f"need 0 < start <= limit (got start {self.start:g}, limit {self.limit:g})")
+        if self.by == "concurrency":
+            self.start, self.limit = int(self.start), int(self.limit)
+
+    def first(self) -> float:
+        return self.start
+
+    @property
+    def best(self) -> float | None:
+        """The highest load that passed below every failure: the answer."""
+        below = [p for p in self.passed if not self.failed or p < min(self.failed)]
+        return max(below) if below else None
+
+    @property
+    def lowest_failure(self) -> float | None:
+        return min(self.failed) if self.failed else None
+
+    def next(self, load: float, passed: bool) -> float | None:
+        (self.passed if passed else self.failed).append(load)
+        lo, hi = self.best, self.lowest_failure
+        if hi is None:  # still doubling
+            if load >= self.limit:
+                return None
+            return self._round(min(self.limit, load * 2))
+        if lo is None:  # the lowest load tried failed: nothing below start is tried
+            return None
+        if self._close_enough(lo, hi):
+            return None
+        mid = self._round((lo + hi) / 2)
+        if mid <= lo or mid >= hi:
+            return None
+        return mid
+
+    def _close_enough(self, lo: float, hi: float) -> bool:
+        if self.by == "concurrency":
+            return hi - lo <= max(1, math.floor(self.precision * lo))
+        return hi - lo <= self.precision * lo
+
+    def _round(self, value: float) -> float:
+        if self.by == "concurrency":
+            return int(value)
+        return float(f"{value:.3g}")  # labels stay readable: 12.5/s, not 12.4999/s
+
+    @property
+    def limited(self) -> bool:
+        """True when even the limit passed: the capacity is at least the limit, not found."""
+        return self.lowest_failure is None and self.best is not None and self.best >= self.limit
+
+
+def label(by: str, load: float) -> str:
+    return f"c={int(load)}" if by == "concurrency" else f"rate={load:g}/s"
+
+
+def result(search: Search, criteria: Criteria, probes: list[dict[str, Any]]) -> dict[str, Any]:
+    """What summary.json keeps under ``capacity``: the answer, the criteria and every level's verdict, in the order
+    they ran. ``probes`` are ``{"phase", "load", "verdict": Verdict, "entry": summary entry}``."""
+    best = search.best
+    at_best = next((p for p in probes if p["load"] == best), None)
+    fail = search.lowest_failure
+    at_fail = next((p for p in probes if p["load"] == fail), None)
+    unit = "concurrent requests" if search.by == "concurrency" else "requests/s"
+    if best is None:
+        first = probes[0] if probes else None
+        sentence = (f"No load met the objectives: {first['phase']} already failed "
+                    f"({first['verdict'].reason})." if first else "Nothing was measured.")
+    elif search.limited:
+        sentence = (f"At least {best:g} {unit}: every level up to the limit ({search.limit:g}) met the objectives; "
+                    "raise --limit to find the edge.")
+    else:
+        sentence = f"Capacity: {best:g} {unit} within the objectives"
+        if at_best is not None:
+            e = at_best["entry"]
+            sentence += (f" ({at_best['verdict'].reason}, {_f(e.get('output_tokens_per_s'))} output tok/s in all, "
+                         f"{_f(_stat(e, 'per_request_output_tokens_per_s', 'mean'))} tok/s per request)")
+        if at_fail is not None:
+            sentence += f"; at {fail:g}: {at_fail['verdict'].reason}"
+        sentence += "."
+    return {
+        "by": search.by,
+        "unit": unit,
+        "criteria": {"slo": criteria.slo, "goodput_min": criteria.goodput_min,
+                     "error_rate_max": criteria.error_rate_max, "text": criteria.describe()},
+        "search": {"start": search.start, "limit": search.limit, "precision": search.precision},
+        "max_load": best,
+        "limited_by_search_limit": search.limited,
+        "lowest_failing_load": fail,
+        "sentence": sentence,
+        "probes": [{"phase": p["phase"], "load": p["load"], "passed": p["verdict"].passed,
+                    "good_fraction": p["verdict"].good_fraction, "error_rate": p["verdict"].error_rate,
+                    "missed": p["verdict"].missed, "reason": p["verdict"].reason,
+                    "output_tokens_per_s": p["entry"].get("output_tokens_per_s"),
+                    "ttft_ms_p99": _stat(p["entry"], "ttft_ms", "p99"),
+                    "tpot_ms_p99": _stat(p["entry"], "tpot_ms", "p99")} for p in probes],
+    }
+
+
+def _stat(entry: dict[str, Any], key: str, sub: str) -> float | None:
+    value = entry.get(key)
+    return value.get(sub) if isinstance(value, dict) else None
+
+
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _fmt_ms(ms: float) -> str:
+    return f"{ms / 1000:g} s" if ms >= 1000 else f"{ms:g} ms"
+
+
+def from_run(run_info: dict[str, Any], ran: list[tuple[str, float, list]], levels: list[dict[str, Any]]
+             ) -> dict[str, Any] | None:
+    """The capacity answer of a run: its levels (label, load, records, in the order they ran) judged again and the
+    search replayed on those verdicts, so ``bench summarize`` re-derives the same answer from the records. None when
+    the run was not a capacity search (no ``capacity`` in ``run.json``)."""
+    spec = run_info.get("capacity")
+    if not spec:
+        return None
+    criteria = Criteria(run_info.get("slo") or {}, spec["goodput_min"], spec["error_rate_max"])
+    search = Search(spec["by"], spec["start"], spec["limit"], spec["precision"])
+    entries = {lv["phase"]: lv for lv in levels}
+    probes = []
+    for phase, load, records in ran:
+        if phase not in entries:
+            continue
+        verdict = judge(entries[phase], [derive(r) for r in records if not r.warmup], criteria)
+        search.next(load, verdict.passed)
+        probes.append({"phase": phase, "load": load, "verdict": verdict, "entry": entries[phase]})
+    return result(search, criteria, probes)
+
+
+def parse_label(text: str) -> tuple[int | None, float | None]:
+    """``c=12`` -> (12, None), ``rate=2.5/s`` -> (None, 2.5); anything else (None, None)."""
+    try:
+        if text.startswith("c="):
+            return int(text[2:]), None
+        if text.startswith("rate=") and text.endswith("/s"):
+            return None, float(text[5:-2])
+    except ValueError:
+        pass
+    return None, None

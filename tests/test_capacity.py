@@ -1,0 +1,175 @@
+"""``bench capacity``: the search on its own (against an oracle), the verdict on a level, and the command against a
+simulated endpoint whose capacity follows from its configuration."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench.capacity import Criteria, Search, judge, parse_label
+from bench.metrics import RequestMetrics
+from bench.records import read_records
+
+
+def _search_with_oracle(search: Search, passes) -> list[float]:
+    tried = []
+    load = search.first()
+    while load is not None:
+        tried.append(load)
+        load = search.next(load, passes(load))
+    return tried
+
+
+@pytest.mark.parametrize("threshold", [1, 2, 3, 5, 7, 8, 13, 24, 63, 64, 100, 255])
+def test_concurrency_search_brackets_the_edge_within_the_precision(threshold):
+    search = Search("concurrency", start=1, limit=256, precision=0.1)
+    tried = _search_with_oracle(search, lambda c: c <= threshold)
+    assert search.best <= threshold < search.lowest_failure
+    assert search.lowest_failure - search.best <= max(1, search.best // 10)
+    exact = Search("concurrency", start=1, limit=256, precision=0)
+    _search_with_oracle(exact, lambda c: c <= threshold)
+    assert (exact.best, exact.lowest_failure) == (threshold, threshold + 1)
+    assert len(tried) == len(set(tried)), "no load is measured twice"
+    assert len(tried) <= 2 * math.ceil(math.log2(256)) + 2
+
+
+def test_concurrency_search_stops_at_the_precision_for_large_loads():
+    search = Search("concurrency", start=1, limit=4096, precision=0.1)
+    _search_with_oracle(search, lambda c: c <= 1000)
+    assert search.best <= 1000 < search.lowest_failure
+    assert search.lowest_failure - search.best <= 0.1 * search.best
+
+
+@pytest.mark.parametrize("threshold", [0.3, 1.0, 2.7, 9.9, 40.0])
+def test_rate_search_brackets_the_edge_within_the_precision(threshold):
+    search = Search("rate", start=0.25, limit=256, precision=0.05)
+    _search_with_oracle(search, lambda r: r <= threshold)
+    assert search.best <= threshold < search.lowest_failure
+    assert search.lowest_failure - search.best <= 0.05 * search.best * 1.01  # labels are rounded to 3 digits
+
+
+def test_nothing_passes_and_everything_passes():
+    none = Search("concurrency", start=4, limit=64)
+    assert _search_with_oracle(none, lambda c: False) == [4]
+    assert none.best is None and not none.limited
+    every = Search("concurrency", start=1, limit=48)
+    tried = _search_with_oracle(every, lambda c: True)
+    assert tried[-1] == 48 and every.best == 48 and every.limited
+    assert tried == sorted(tried)
+
+
+def test_a_pass_above_a_failure_is_not_the_answer():
+    search = Search("concurrency", start=1, limit=64, precision=0)
+    for load, passed in [(1, True), (2, True), (4, True), (8, True), (16, False), (12, True)]:
+        search.next(load, passed)
+    search.next(20, True)  # a noisy level above a failure (as a replay of other verdicts could give)
+    assert search.best == 12 and search.lowest_failure == 16
+    assert search.next(14, False) == 13
+
+
+def test_bad_search_bounds_are_refused():
+    with pytest.raises(ValueError):
+        Search("concurrency", start=8, limit=4)
+    with pytest.raises(ValueError):
+        Search("tokens")
+
+
+def _m(ttft_ms=None, tpot_ms=None, ok=True, itl=()):
+    return RequestMetrics(ok=ok, error_class=None if ok else "server_error", ttft_ms=ttft_ms, ttfat_ms=ttft_ms,
+                          itl_ms=tuple(itl), tpot_ms=tpot_ms, e2e_ms=None, output_tokens=10, prompt_tokens=10,
+                          per_request_output_tokens_per_s=None, decode_tokens_per_s=None, send_ns=0, end_ns=1,
+                          tokens_estimated=False, itl_estimated=False)
+
+
+def _entry(metrics, slo):
+    from bench.slo import is_good
+    ok = sum(m.ok for m in metrics)
+    good = sum(is_good(m, slo) for m in metrics)
+    return {"requests": len(metrics), "ok": ok, "error_rate": 1 - ok / len(metrics),
+            "goodput": {"fraction": good / len(metrics)}}
+
+
+def test_judge_says_which_objective_was_missed_and_how_often():
+    slo = {"ttft_ms": 100.0, "tpot_ms": 20.0}
+    crit = Criteria(slo, goodput_min=0.9, error_rate_max=0.05)
+    metrics = [_m(50, 10)] * 8 + [_m(150, 10), _m(50, 30)]
+    v = judge(_entry(metrics, slo), metrics, crit)
+    assert not v.passed and v.good_fraction == pytest.approx(0.8)
+    assert v.missed == {"ttft": pytest.approx(0.1), "tpot": pytest.approx(0.1)}
+    assert "80%" in v.reason and "ttft" in v.reason and "tpot" in v.reason
+    fine = [_m(50, 10)] * 19 + [_m(150, 10)]
+    assert judge(_entry(fine, slo), fine, crit).passed
+    failing = [_m(50, 10)] * 18 + [_m(ok=False)] * 2  # 10 % errors > 5 %
+    v = judge(_entry(failing, slo), failing, crit)
+    assert not v.passed and "errors" in v.reason
+    dead = [_m(ok=False)] * 3
+    assert not judge(_entry(dead, slo), dead, crit).passed
+
+
+def test_labels_parse_back_to_their_load():
+    assert parse_label("c=12") == (12, None)
+    assert parse_label("rate=2.5/s") == (None, 2.5)
+    assert parse_label("warmup") == (None, None)
+
+
+# ---- the command, against a simulated endpoint whose capacity is known -----------------------------------------
+# The simulator runs at most MAX_BATCH requests at once; the rest queue. A request takes TTFT + OUT x ITL when
+# admitted at once (~70 ms), so at concurrency MAX_BATCH + 1 and more, queued requests wait a whole request first
+# and their TTFT passes the 60 ms objective: the capacity is MAX_BATCH.
+MAX_BATCH, TTFT_MS, ITL_MS, OUT = 3, 20, 5, 10
+
+
+def test_capacity_command_finds_the_servers_batch_limit(make_sim, cli, tmp_path):
+    sim = make_sim(ttft_ms=TTFT_MS, itl_ms=ITL_MS, max_batch=MAX_BATCH)
+    out = tmp_path / "cap"
+    res = cli("capacity", "--base-url", sim.url, "--slo", "ttft=60ms", "--limit", "16", "--output-len", str(OUT),
+              "--input-len", "16", "--ignore-eos", "--num-requests", "20", "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    found = summary["run"]["capacity"]
+    assert found["max_load"] == MAX_BATCH, found["sentence"]
+    assert found["lowest_failing_load"] == MAX_BATCH + 1
+    assert f"Capacity: {MAX_BATCH} concurrent requests" in res.stdout
+    # every level it tried is a full level of the run: records, summary entry, verdict
+    phases = [p["phase"] for p in found["probes"]]
+    assert phases == [lv["phase"] for lv in summary["levels"]]
+    assert phases[:3] == ["c=1", "c=2", "c=4"]
+    by_phase = {p["phase"]: p for p in found["probes"]}
+    assert by_phase["c=4"]["passed"] is False and by_phase["c=4"]["missed"]["ttft"] > 0.05
+    records = list(read_records(out / "requests.jsonl"))
+    assert {r.phase for r in records} == set(phases)
+    # the answer is re-derived from the records alone
+    before = found
+    res = cli("summarize", str(out))
+    assert res.returncode == 0, res.stderr
+    again = json.loads((out / "summary.json").read_text())["run"]["capacity"]
+    assert again["max_load"] == before["max_load"] and again["probes"] == before["probes"]
+
+
+def test_capacity_by_rate_reports_a_rate(make_sim, cli, tmp_path):
+    # 1 request at a time, ~70 ms each: about 14 requests/s saturate it; at 2/s TTFT stays near 20 ms
+    sim = make_sim(ttft_ms=TTFT_MS, itl_ms=ITL_MS, max_batch=1)
+    out = tmp_path / "rate"
+    res = cli("capacity", "--base-url", sim.url, "--by", "rate", "--start", "2", "--limit", "64", "--slo",
+              "ttft=200ms", "--output-len", str(OUT), "--ignore-eos", "--num-requests", "30", "--goodput-min", "0.9",
+              "--precision", "0.25", "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    found = json.loads((out / "summary.json").read_text())["run"]["capacity"]
+    assert found["by"] == "rate" and found["unit"] == "requests/s"
+    assert found["max_load"] is not None and 2 <= found["max_load"] < 1000 / (TTFT_MS + OUT * ITL_MS) * 1.5
+    assert all(p["phase"].startswith("rate=") for p in found["probes"])
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["capacity"], "--slo"),
+    (["capacity", "--slo", "ttft=1s", "--concurrency", "4"], "--concurrency"),
+    (["capacity", "--slo", "ttft=1s", "--start", "8", "--limit", "4"], "--limit"),
+    (["capacity", "--slo", "ttft=1s", "--start", "1.5"], "--start"),
+    (["capacity", "--slo", "ttft=1s", "--max-concurrency", "4"], "--max-concurrency"),
+    (["capacity", "--slo", "ttft=1s", "--goodput-min", "2"], "--goodput-min"),
+])
+def test_bad_capacity_flags_get_one_sentence(cli, argv, flag):
+    res = cli(*argv)
+    assert res.returncode == 2
+    assert flag in res.stderr and "Traceback" not in res.stderr
