@@ -19,7 +19,8 @@
 #
 # Environment: GPUCAP_PYTHON (default python3: on the device machine the one with PyTorch), GPUCAP_CHECK_PORT (8011),
 # GPUCAP_CHECK_REHEARSE=1 (no GPU needed: the serve step runs a 2-layer version of the model on the CPU with 16
-# output tokens, to rehearse the plumbing), GPUCAP_CHECK_ORJSON_STANDIN=1 (use the orjson stand-in even where orjson
+# output tokens, to rehearse the plumbing; =full serves the whole 28-layer model on the CPU, 64 in / 32 out tokens,
+# 10 requests a level, ~10 min on 2 cores), GPUCAP_CHECK_ORJSON_STANDIN=1 (use the orjson stand-in even where orjson
 # is installed, as on the device machine), GPUCAP_CHECK_BUDGET_S (450).
 #
 # Nothing is installed and nothing needs the network: gpucap runs from this checkout (PYTHONPATH), `sizing` through
@@ -33,7 +34,9 @@ ROOT=$PWD
 PY=${GPUCAP_PYTHON:-python3}
 PORT=${GPUCAP_CHECK_PORT:-8011}
 REHEARSE=${GPUCAP_CHECK_REHEARSE:-0}
-BUDGET_S=${GPUCAP_CHECK_BUDGET_S:-450}
+SERVE_LIMIT_S=300
+[ "$REHEARSE" = full ] && SERVE_LIMIT_S=1500
+BUDGET_S=${GPUCAP_CHECK_BUDGET_S:-$((SERVE_LIMIT_S + 150))}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpucap-gpu-check.XXXXXX")
 RESULTS="$WORK/results.tsv"   # step \t status \t seconds \t reason
 SKIP=3                        # a step function's exit status meaning "skipped" (its reason in $WORK/reason)
@@ -341,9 +344,13 @@ sizing_gpu() {  # the card's sizing name (h100 where none is seen: the card this
 export -f gpu_name hardware_label sizing_gpu
 
 serve() {
-    local device=cuda dtype=bfloat16 out_len=128 overrides="" hardware
+    local device=cuda dtype=bfloat16 in_len=256 out_len=128 overrides="" hardware extra=()
     hardware=$(hardware_label)
-    if [ "$REHEARSE" = 1 ]; then
+    if [ "$REHEARSE" = full ]; then
+        device=cpu dtype=float32 in_len=64 out_len=32 hardware="CPU ($(nproc) cores), no GPU"
+        extra=(--num-requests 10)
+        echo "GPUCAP_CHECK_REHEARSE=full: the whole 28-layer model (fp32, ~6.2 GB) on the CPU, $out_len output tokens"
+    elif [ "$REHEARSE" = 1 ]; then
         device=cpu dtype=float32 out_len=16 hardware="CPU rehearsal"
         overrides='{"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4}'
         echo "GPUCAP_CHECK_REHEARSE=1: a 2-layer version of the model on the CPU, $out_len output tokens"
@@ -357,7 +364,7 @@ serve() {
     [ -n "$overrides" ] && cmd+=" --config-overrides '$overrides'"
     local rc=0
     bench run --launch "$cmd" --base-url "http://127.0.0.1:$PORT" --launch-timeout 240 \
-        --concurrency 1,10 --input-len 256 --output-len "$out_len" --ignore-eos --continuous-usage on \
+        --concurrency 1,10 --input-len "$in_len" --output-len "$out_len" "${extra[@]}" --ignore-eos --continuous-usage on \
         --report --hardware "$hardware" --label hfserve-qwen2.5-1.5b-random --out "$WORK/run" --no-progress || rc=$?
     [ -f "$WORK/run/server.log" ] && { echo "--- server.log (last 15 lines)"; tail -15 "$WORK/run/server.log"; }
     [ -f "$WORK/run/summary.json" ] || { why "bench run wrote no summary (exit $rc)"; return 1; }
@@ -418,7 +425,7 @@ step env_check 60
 step smi 30
 step nvml 120
 step probe 120
-step serve 300
+step serve "$SERVE_LIMIT_S"
 step sizing_cmp 60
 
 # ---- summary ---------------------------------------------------------------------------------------------------
