@@ -8,19 +8,36 @@ Level-wide quantities (``D`` = duration from the first measured send to the last
 - ``goodput`` = requests meeting every SLO / ``D`` (and as a fraction of measured requests)
 - ``achieved_concurrency`` = sum of request durations / ``D`` (Little's law: the mean number in flight)
 
+``D`` holds the level's edges (a closed loop's last requests draining with fewer than ``c`` in flight, an open
+loop's requests finishing after the last arrival), so the rates above understate what the server sustains at that
+load. The steady-state figures leave the edges out (window rules, formulas and minimums in ``bench/steady.py``):
+
+- ``steady_window_s`` = ``W``: closed loop, from the first moment ``c`` requests are in flight to the moment the
+  count falls below ``c`` for good; open loop, from the first to the last measured send. Never before the last
+  warm-up request ended. None when there is none, or under 1 s, or with under 10 observations (stream events;
+  non-streaming requests) inside.
+- ``steady_output_tokens_per_s`` = tokens of successful requests arriving inside the window / ``W`` (stream
+  events at their arrival; a non-streaming request's tokens spread evenly over its ``[send, end]``)
+- ``steady_requests_per_s`` = sum over successful requests of the share of ``[send, end]`` inside the window / ``W``
+- ``steady_in_flight_mean`` = time-weighted mean requests in flight inside the window (about ``c`` for a closed
+  loop: a sanity figure)
+
 Latency statistics use successful requests only; ``itl_ms`` pools every gap of every request (token-weighted).
-Warm-up requests are kept in the records but left out of everything here.
+Warm-up requests are kept in the records but left out of everything here, except that the steady window never
+starts before the last of them ended (they occupy the server).
 """
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from . import errors
 from .metrics import RequestMetrics, derive
 from .records import RequestRecord
 from .slo import is_good
 from .stats import describe
+from .steady import steady_state
 
 NS_PER_S = 1e9
 STAT_FIELDS = ("ttft_ms", "ttfat_ms", "itl_ms", "tpot_ms", "e2e_ms", "per_request_output_tokens_per_s",
@@ -30,6 +47,7 @@ STAT_KEYS = ("mean", "p50", "p90", "p95", "p99", "min", "max")
 
 def summarize_level(label: str, records: Iterable[RequestRecord], *, concurrency: int | None,
                     request_rate: float | None, slo: dict[str, float] | None = None) -> dict[str, Any]:
+    records = list(records)
     measured = [r for r in records if not r.warmup]
     metrics = [derive(r) for r in measured]
     ok = [m for m in metrics if m.ok]
@@ -69,6 +87,11 @@ def summarize_level(label: str, records: Iterable[RequestRecord], *, concurrency
     entry["achieved_concurrency"] = (
         sum((m.end_ns - m.send_ns) for m in metrics if m.end_ns is not None) / NS_PER_S / duration_s
         if duration_s else None)
+    steady = steady_state(records, concurrency=concurrency, request_rate=request_rate)
+    entry["steady_window_s"] = steady.window_s
+    entry["steady_output_tokens_per_s"] = steady.output_tokens_per_s
+    entry["steady_requests_per_s"] = steady.requests_per_s
+    entry["steady_in_flight_mean"] = steady.in_flight_mean
     entry["goodput"] = _goodput(metrics, slo, duration_s)
     retry = [r.retry_after_s for r in measured if r.retry_after_s is not None]
     entry["retry_after_s_max"] = max(retry) if retry else None

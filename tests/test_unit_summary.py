@@ -196,6 +196,34 @@ def test_only_warmup_records_is_an_empty_level():
     assert e["requests"] == 0 and e["ttft_ms"] is None and e["duration_s"] is None
 
 
+STEADY_KEYS = ("steady_window_s", "steady_output_tokens_per_s", "steady_requests_per_s", "steady_in_flight_mean")
+
+
+def test_steady_figures_of_one_worker_are_its_whole_level_figures():
+    # one worker, never idle: r1 sends at 0 s, 10 tokens at 100 .. 1000 ms, ends 1050 ms; r2 sends at 1.05 s,
+    # 6 tokens 100 .. 600 ms after, ends 650 ms after (1.7 s). One in flight from 0 to 1.7 s: W = D = 1.7 s
+    recs = [ok_rec(0.0, range(100, 1001, 100), end_ms=1050, prompt_tokens=5, output_tokens=10),
+            ok_rec(1.05, range(100, 601, 100), end_ms=650, prompt_tokens=5, output_tokens=6)]
+    e = summarize_level("c1", iter(recs), concurrency=1, request_rate=None)  # a generator is read once
+    assert e["steady_window_s"] == pytest.approx(1.7) == e["duration_s"]
+    assert e["steady_output_tokens_per_s"] == pytest.approx(16 / 1.7) == e["output_tokens_per_s"]
+    assert e["steady_requests_per_s"] == pytest.approx(2 / 1.7) == e["requests_per_s"]
+    assert e["steady_in_flight_mean"] == pytest.approx(1.0)
+    row = flatten(e)
+    assert row["steady_output_tokens_per_s"] == pytest.approx(16 / 1.7)
+    # at concurrency 2 the same records never have two in flight: no window, and None rather than 0
+    e2 = summarize_level("c2", recs, concurrency=2, request_rate=None)
+    assert all(e2[k] is None for k in STEADY_KEYS)
+    assert e2["output_tokens_per_s"] == pytest.approx(16 / 1.7)  # the whole-level figure is still there
+
+
+def test_steady_figures_are_none_for_a_short_level():
+    # level_records spans 1 s and its warm-up ends at 4.6 s, after every measured request: no window
+    e = summarize_level("c2", level_records(), concurrency=2, request_rate=None)
+    assert all(e[k] is None for k in STEADY_KEYS)
+    assert e["requests"] == 5 and e["output_tokens_per_s"] == pytest.approx(7.0)
+
+
 # ---------------------------------------------------------------- fatal_error
 
 def test_fatal_error_only_when_nothing_succeeded():
@@ -229,9 +257,10 @@ def test_flatten_gives_the_same_columns_with_and_without_successes():
     good = flatten(summarize_level("c1", level_records(), concurrency=1, request_rate=None, slo=None))
     bad = flatten(summarize_level("c2", [failed_rec(0, 1, "auth")], concurrency=2, request_rate=None, slo=None))
     # error columns are one per class seen (the CSV writer unions them); every other column must match
-    strip = lambda row: [k for k in row if not k.startswith("errors_")]  # noqa: E731
+    strip = lambda row: [k for k in row if not k.startswith("errors_")]
     assert strip(good) == strip(bad)
     assert bad["ttft_ms_p99"] is None and bad["goodput_fraction"] is None
+    assert all(k in bad and bad[k] is None for k in STEADY_KEYS)
 
 
 def test_flatten_nested_dicts():
