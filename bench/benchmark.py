@@ -95,6 +95,8 @@ class CapacityOptions:
     goodput_min: float = 0.95
     error_rate_max: float = 0.01
     max_concurrency: int | None = None  # in-flight cap of rate levels
+    ramp_up_s: float | None = None  # closed loop: spread the users' first requests over this; None = the previous
+    # level's mean end-to-end latency (one request's time), so that a level starts near its steady state
 
 
 @dataclass(frozen=True)
@@ -497,26 +499,30 @@ class _CapacityRun:
         observer.note(f"Searching the highest {'concurrency' if opts.by == 'concurrency' else 'request rate'} "
                       f"with {self.criteria.describe()}")
 
-    def level(self, load: float) -> LoadLevel:
+    def level(self, load: float, ramp_up_s: float = 0.0) -> LoadLevel:
         if self.opts.by == "concurrency":
-            return LoadLevel(capacity.label("concurrency", load), int(load))
+            return LoadLevel(capacity.label("concurrency", load), int(load), ramp_up_s=ramp_up_s)
         return LoadLevel(capacity.label("rate", load), self.opts.max_concurrency, load)
 
     def first_level(self) -> LoadLevel:
-        return self.level(self.search.first())
+        return self.level(self.search.first(), self.opts.ramp_up_s or 0.0)
 
     def largest_level(self) -> LoadLevel:
         return self.level(self.search.limit)
 
     def next_level(self, result: LevelResult) -> LoadLevel | None:
-        verdict, _ = _judge(result.level, result.records, self.config.slo, self.criteria)
+        verdict, entry = _judge(result.level, result.records, self.config.slo, self.criteria)
         self.observer.note(f"{result.level.label:>10}: {'within' if verdict.passed else 'OUTSIDE'} the objectives "
                            f"({verdict.reason})")
         load = _load_of(result.level)
         following = self.search.next(load, verdict.passed)
         if following is None:
             return None
-        level = self.level(following)
+        ramp = self.opts.ramp_up_s
+        if ramp is None:  # one request's time, as the last level measured it
+            e2e = (entry.get("e2e_ms") or {}).get("mean")
+            ramp = e2e / 1000 if e2e is not None else 0.0
+        level = self.level(following, ramp)
         n = requests_for_level(level, self.config.num_requests) if self.config.duration_s is None else None
         return replace(level, num_requests=n)
 

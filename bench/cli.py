@@ -55,6 +55,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more seconds")
+    return value
+
+
 def fraction(text: str) -> float:
     try:
         value = float(text)
@@ -194,6 +204,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     load.add_argument("--duration", type=positive_float, metavar="S", help="seconds per level instead of a count")
     load.add_argument("--warmup", type=non_negative_int, default=0, metavar="N",
                       help="requests per level sent first and not counted")
+    load.add_argument("--ramp-up", type=non_negative_float, default=None, metavar="S",
+                      help="closed loop: the users' first requests spread evenly over S seconds instead of all at "
+                           "once (bench capacity default: the previous level's mean end-to-end latency)")
     load.add_argument("--seed", type=int, default=0)
     load.add_argument("--busy-poll", action="store_true",
                       help="keep the client's core awake while a level runs (100%% of one core): in virtual machines "
@@ -255,13 +268,17 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
         parser.error("--num-requests and --duration exclude each other: give one")
     if args.request_rate:
         cap = args.max_concurrency or (args.concurrency[0] if args.concurrency else None)
+        if args.ramp_up:
+            parser.error("--ramp-up spreads the first requests of closed-loop levels (--concurrency); open-loop "
+                         "levels (--request-rate) arrive at their own pace")
         if any(math.isinf(r) for r in args.request_rate) and args.duration:
             parser.error("--request-rate inf sends everything at once: use --num-requests, not --duration")
         levels = tuple(LoadLevel(f"rate={r:g}/s", cap, r) for r in args.request_rate)
     else:
         if args.max_concurrency:
             parser.error("--max-concurrency applies to --request-rate; for closed loop use --concurrency")
-        levels = tuple(LoadLevel(f"c={c}", c) for c in (args.concurrency or [1, 10, 100]))
+        levels = tuple(LoadLevel(f"c={c}", c, ramp_up_s=args.ramp_up or 0.0)
+                       for c in (args.concurrency or [1, 10, 100]))
     if args.dataset and args.input_len:
         parser.error("--input-len does not apply with --dataset (prompts come from the file)")
     if args.prefix_len and args.dataset:
@@ -384,12 +401,15 @@ def cmd_capacity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if args.by == "concurrency" and (args.start != int(args.start) or limit != int(limit)):
         parser.error("--start and --limit are whole numbers of concurrent requests with --by concurrency "
                      f"(got {args.start:g} and {limit:g})")
+    if args.by == "rate" and args.ramp_up is not None:
+        parser.error("--ramp-up spreads the first requests of closed-loop levels (--by concurrency); rate levels "
+                     "arrive at their own pace")
     cap = args.max_concurrency
     args.max_concurrency = None  # the levels are made by the search, not config_from_args
     config = config_from_args(args, parser)
     config = replace(config, capacity=CapacityOptions(
         by=args.by, start=args.start, limit=limit, precision=args.precision, goodput_min=args.goodput_min,
-        error_rate_max=args.max_error_rate, max_concurrency=cap))
+        error_rate_max=args.max_error_rate, max_concurrency=cap, ramp_up_s=args.ramp_up))
     return _run_and_render(config, args)
 
 

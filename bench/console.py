@@ -138,6 +138,9 @@ def render_table(levels: list[dict[str, Any]], title: str | None = None) -> Tabl
     table.add_column("ok/req", justify="right")
     table.add_column("tok/s per req\n(mean)", justify="right")
     table.add_column("aggregate\nout tok/s", justify="right")
+    has_steady = any(lv.get("steady_output_tokens_per_s") is not None for lv in levels)
+    if has_steady:
+        table.add_column("steady\nout tok/s", justify="right")
     table.add_column("TTFT ms\np50", justify="right")
     table.add_column("TTFT ms\np99", justify="right")
     table.add_column("TPOT ms\nmean", justify="right")
@@ -159,6 +162,7 @@ def render_table(levels: list[dict[str, Any]], title: str | None = None) -> Tabl
             f"{lv['ok']}/{lv['requests']}",
             fmt(stat(lv, "per_request_output_tokens_per_s", "mean")) + ("*" if lv.get("tokens_estimated") else ""),
             fmt(lv.get("output_tokens_per_s")),
+            *([fmt(lv.get("steady_output_tokens_per_s"))] if has_steady else []),
             fmt(stat(lv, "ttft_ms", "p50")),
             fmt(stat(lv, "ttft_ms", "p99")),
             fmt(stat(lv, "tpot_ms", "mean"), 2),
@@ -177,8 +181,13 @@ def render_table(levels: list[dict[str, Any]], title: str | None = None) -> Tabl
             row.append("-" if kv is None else f"{kv:.1f}%")
         row.append(errs)
         table.add_row(*row)
+    notes = []
+    if has_steady:
+        notes.append("steady: output tokens/s without the ramp-up and drain of the level (docs/metrics.md)")
     if any(lv.get("tokens_estimated") for lv in levels):
-        table.caption = "* token counts estimated by the client: the server sent no usage"
+        notes.append("* token counts estimated by the client: the server sent no usage")
+    if notes:
+        table.caption = "\n".join(notes)
     return table
 
 

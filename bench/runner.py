@@ -40,6 +40,7 @@ class LoadLevel:
     concurrency: int | None  # closed-loop workers, or the in-flight cap of an open-loop level (None = no cap)
     request_rate: float | None = None  # requests/s (inf = all at once); None = closed loop
     num_requests: int | None = None  # measured requests of this level (unused when the plan has a duration)
+    ramp_up_s: float = 0.0  # closed loop: worker i sends its first request at i / concurrency x this
 
 
 @dataclass(frozen=True)
@@ -275,18 +276,29 @@ class Runner:
     async def _closed_loop(self, session, index, level, prompts, bodies, records, total, deadline_ns) -> None:
         counter = itertools.count()
 
-        async def worker() -> None:
+        workers = level.concurrency or 1
+        start_ns = perf_counter_ns()
+        ramp_ns = int(level.ramp_up_s * 1e9)
+
+        async def worker(i: int) -> None:
+            first_due = None
+            if ramp_ns and i:  # users arrive one by one over the ramp, not all at once
+                first_due = start_ns + ramp_ns * i // workers
+                await self._sleep_unless_stopped((first_due - perf_counter_ns()) / 1e9)
+            first = True
             while True:
                 scheduled = perf_counter_ns()
                 n = next(counter)
                 if not self._more(n, total, deadline_ns):
                     return
                 k = n % len(prompts)
-                # a worker's first request starts the level (all at once): it has no schedule to keep or miss
-                due = scheduled if n >= (level.concurrency or 1) else None
+                # a worker's first request starts the level (all at once, or at its place in the ramp): it has no
+                # schedule to keep or miss, or the ramp's
+                due = scheduled if not first else first_due
+                first = False
                 await self._one(session, self._new_record(index, level, prompts[k], n, due), bodies[k], records)
 
-        await self._gather([worker() for _ in range(level.concurrency or 1)])
+        await self._gather([worker(i) for i in range(workers)])
 
     async def _open_loop(self, session, index, level, prompts, bodies, records, total, deadline_ns,
                          start_ns) -> None:

@@ -56,6 +56,25 @@ def test_closed_loop_keeps_the_concurrency_and_writes_every_record(make_sim, tmp
     assert sorted(r.request_id for r in on_disk) == sorted(r.request_id for r in recs)
 
 
+def test_ramp_up_spreads_the_first_requests_and_keeps_them_spread(make_sim):
+    sim = make_sim(ttft_ms=200, itl_ms=20)  # a request takes ~400 ms: every first request comes before any second
+    ramp_s, c = 0.3, 4
+    _, results = run(drive(sim.url, plan_for([LoadLevel("c=4", c, num_requests=12, ramp_up_s=ramp_s)])))
+    recs = sorted(results[0].records, key=lambda r: r.send_ns)
+    start = results[0].start_ns
+    firsts = recs[:c]
+    for i, r in enumerate(firsts):  # worker i's first request at i/c of the ramp: 0, 75, 150, 225 ms
+        assert abs((r.send_ns - start) / 1e6 - 1000 * ramp_s * i / c) < 15, [(x.send_ns - start) / 1e6 for x in firsts]
+        if i:  # it had a place in the ramp: its send delay is measured against it
+            assert r.scheduled_ns is not None and abs(r.written_ns - r.scheduled_ns) < 15e6
+    assert max_overlap(results[0].records) == c
+    second_wave = recs[c:2 * c]  # each worker's next request follows its own first: the spread stays
+    assert (second_wave[-1].send_ns - second_wave[0].send_ns) / 1e6 > 1000 * ramp_s * (c - 1) / c * 0.7
+    unramped = run(drive(sim.url, plan_for([LoadLevel("c=4", c, num_requests=12)])))[1][0]
+    spread_ms = lambda rs: (rs[c - 1].send_ns - rs[0].send_ns) / 1e6
+    assert spread_ms(sorted(unramped.records, key=lambda r: r.send_ns)) < 15  # all at once without a ramp
+
+
 def test_each_level_is_its_own_phase_on_the_same_prompts(make_sim):
     sim = make_sim(ttft_ms=5, itl_ms=1, keep_truth=True)
     levels = [LoadLevel("c=1", 1, num_requests=4), LoadLevel("c=4", 4, num_requests=4)]

@@ -144,6 +144,7 @@ FIELD_COLUMNS = {
     "res_gb": "server RES peak (GB)",
     "per_request_tps": "tokens/s per request (mean)",
     "aggregate_tps": "aggregate output tokens/s",
+    "steady_tps": "steady output tokens/s",
     "ttft_p50_ms": "TTFT p50 (ms)",
     "ttft_p99_ms": "TTFT p99 (ms)",
     "ok": "ok / requests",
@@ -164,6 +165,7 @@ def field_table(levels: pd.DataFrame) -> pd.DataFrame:
         "res_gb": _col(levels, "telemetry_server_res_bytes_peak") / GB,
         "per_request_tps": _col(levels, "per_request_output_tokens_per_s_mean"),
         "aggregate_tps": _col(levels, "output_tokens_per_s"),
+        "steady_tps": _col(levels, "steady_output_tokens_per_s"),
         "ttft_p50_ms": _col(levels, "ttft_ms_p50"), "ttft_p99_ms": _col(levels, "ttft_ms_p99"),
         "ok": [f"{int(o)}/{int(n)}" for o, n in zip(levels["ok"], levels["requests"])],
     })
