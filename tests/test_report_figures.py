@@ -125,6 +125,26 @@ def test_throughput_series_are_the_summary_and_the_lines_draw_them(runs, two):
     assert expected in drawn
 
 
+
+def test_the_steady_state_series_is_drawn_beside_the_aggregate(runs):
+    from bench.report.charts import throughput_chart
+    from bench.report.tables import levels_table
+
+    levels = levels_table(load_runs([runs["b"]]))
+    # the fixture's levels are too short (< 1 s) for a steady window: give them one, as longer levels would have
+    levels["steady_output_tokens_per_s"] = levels["output_tokens_per_s"] * 1.25
+    chart = throughput_chart(levels, "here")
+    drawn = {tuple(line.get_ydata()) for line in chart.figure.axes[0].get_lines()}
+    expected = tuple(levels.sort_values("x")["steady_output_tokens_per_s"])
+    assert expected in drawn
+    rows = chart.data[chart.data["metric"] == "steady_output_tokens_per_s"]
+    assert tuple(rows.sort_values("x")["value"]) == expected
+    legend = [t.get_text() for lg in chart.figure.legends for t in lg.get_texts()]
+    assert any("steady" in t for t in legend) and "steady-state" in chart.caption
+    without = throughput_chart(levels_table(load_runs([runs["b"]])), "here")
+    assert "steady-state" not in without.caption
+
+
 def test_latency_series_are_the_summary_percentiles_and_slo_lines_are_drawn(runs, one):
     chart = one.chart("latency")
     for level in _summary(runs["a"]):

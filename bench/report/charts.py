@@ -62,6 +62,15 @@ def throughput_chart(levels: pd.DataFrame, where: str, predictions: Sequence[Pre
                      for lv, x, v in zip(part["level"], part["x"], part[key])]
             if key == "output_tokens_per_s":
                 _mark_errors(ax, part)
+                steady = levels[levels["run"] == run].sort_values("x")
+                if "steady_output_tokens_per_s" in steady:
+                    steady = steady[steady["x"].notna() & steady["steady_output_tokens_per_s"].notna()]
+                    if len(steady):
+                        ax.plot(steady["x"], steady["steady_output_tokens_per_s"], marker="s", markersize=4,
+                                linestyle=":", color=colors[run])
+                        rows += [{"run": run, "level": lv, "x": x, "metric": "steady_output_tokens_per_s",
+                                  "value": v, "source": "measured"}
+                                 for lv, x, v in zip(steady["level"], steady["x"], steady["steady_output_tokens_per_s"])]
         for pred, color, runs in shared:
             t = pred.table
             pkey = "output_tokens_per_s" if key == "output_tokens_per_s" else "per_request_output_tokens_per_s"
@@ -78,6 +87,9 @@ def throughput_chart(levels: pd.DataFrame, where: str, predictions: Sequence[Pre
     style.title(fig, "Output tokens/s against load", where)
     handles = _run_handles(_runs(levels), colors)
     labels = [h.get_label() for h in handles]
+    if any(r["metric"] == "steady_output_tokens_per_s" for r in rows):
+        handles.append(Line2D([], [], linestyle=":", marker="s", markersize=4, color="0.4"))
+        labels.append("steady state (no ramp-up or drain)")
     for pred, color, runs in shared:
         handles.append(Line2D([], [], linestyle="--", color=color))
         labels.append(f"predicted ({pred.description})" + (f" for {len(runs)} runs" if len(runs) > 1 else ""))
@@ -85,6 +97,9 @@ def throughput_chart(levels: pd.DataFrame, where: str, predictions: Sequence[Pre
     caption = ("Left: tokens/s of all requests together; right: tokens/s one request gets (N / E2E). The knee is "
                "where the left curve flattens while the right one falls. A level with failed requests says how many "
                "(its tokens/s count the successes).")
+    if any(r["metric"] == "steady_output_tokens_per_s" for r in rows):
+        caption += (" Squares, dotted: steady-state tokens/s, without the level's ramp-up and drain (docs/metrics.md)"
+                    " — what a server sustains at that load, and what a prediction models.")
     if predictions:
         caption += " Dashed: the sizing prediction for the same model and hardware."
     return Chart("throughput", fig, pd.DataFrame(rows), caption)

@@ -134,7 +134,7 @@ def hardware_name(run: dict[str, Any], telemetry: dict[str, Any]) -> str:
     if (run.get("target") or {}).get("simulated"):
         sim = run.get("sim") or {}
         if sim.get("gpu"):  # bench run --sim-model M --sim-gpu G: an emulated deployment, not a real one
-            return f"emulated {sim.get('gpus') or 'min'}x {sim['gpu']}"
+            return f"emulated {sim['gpus']}x {sim['gpu']}" if sim.get("gpus") else f"emulated {sim['gpu']} (fewest that fit)"
         return "no GPU (simulated)"
     host = urllib.parse.urlsplit((run.get("target") or {}).get("base_url") or "").hostname
     if telemetry and host in LOCAL_HOSTS:
