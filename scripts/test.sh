@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test,jupyter]'
+.venv/bin/python -m ruff check bench sizing tests benchmarks   # the lint gate: pyproject.toml [tool.ruff.lint]
 .venv/bin/python -m pytest "$@"
 if [ "${GPUCAP_SKIP_VLLM:-0}" = "1" ]; then
     echo "test.sh: GPUCAP_SKIP_VLLM=1: the real-vLLM integration test was NOT run" >&2
