@@ -78,6 +78,11 @@ def render_plan(plan: Plan) -> str:
             f"TTFT <= {format_duration(ev.workload.slo_ttft_s)}" if ev.workload.slo_ttft_s else "") if t)
         best = ev.slo_max_concurrency
         out.append(f"\nlargest concurrency meeting {targets}: {best if best is not None else 'none (not even 1)'}")
+        slo = ",".join(f"{name}={seconds * 1e3:g}ms" for name, seconds in
+                       (("ttft", ev.workload.slo_ttft_s), ("tpot", ev.workload.slo_tpot_s)) if seconds is not None)
+        out.append(f"(predicted from mean TTFT/TPOT; measure it on the deployment: bench capacity --base-url URL "
+                   f"--slo {slo} --input-len {ev.workload.input_len} --output-len {ev.workload.output_len} "
+                   "--ignore-eos)")
     if ev.price_per_hour_usd is not None:
         out.append(f"\ncost: {ev.gpus} x {_money(setup.gpu.price_per_hour_usd)}/h = {_money(ev.price_per_hour_usd)}/h "
                    f"({setup.gpu.price_source})")

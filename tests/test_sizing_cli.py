@@ -138,3 +138,20 @@ def test_plot_writes_readable_pngs(tmp_path: pathlib.Path) -> None:
     for f in files:
         data = pathlib.Path(f).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_a_predicted_capacity_comes_with_the_bench_command_that_measures_it() -> None:
+    import shlex
+
+    from bench.cli import build_parser
+    from bench.slo import parse_slo
+
+    res = run("recommend", "--model", "qwen2.5-7b", "--gpu", "a10", "--input-len", "512", "--output-len", "128",
+              "--slo-ttft", "1.5s", "--slo-tpot", "45ms", "--concurrency", "1")
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if "bench capacity" in ln)
+    argv = shlex.split(line[line.index("bench capacity"):].rstrip(")"))[1:]
+    args = build_parser().parse_args([a.replace("URL", "http://127.0.0.1:8000") for a in argv])
+    assert args.command == "capacity"
+    assert args.slo == parse_slo("ttft=1.5s,tpot=45ms")
+    assert (args.input_len.a, args.output_len.a, args.ignore_eos) == (512, 128, True)
