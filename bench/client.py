@@ -16,9 +16,9 @@ import orjson
 
 from . import errors
 from .apis import Api, ParsedResponse
-from .http1 import Pool, ProtocolError, Response
+from .http1 import NoCloseNotify, Pool, ProtocolError, Response
 from .records import RequestRecord
-from .sse import Events, split_events
+from .sse import Events, looks_like_sse, split_events
 
 #: the largest error body kept in a record (a provider's HTML error page can be megabytes)
 MAX_ERROR_CHARS = 500
@@ -100,11 +100,16 @@ def finish(record: RequestRecord, raw: Response, api: Api) -> RequestRecord:
     """Read the raw response into ``record`` (events, usage, error class). Runs off the hot path."""
     if record.error_class is not None:  # decided from the status code already
         return record
+    exc = raw.exc
     if raw.status is None:
         pass  # nothing came back: the exception below says why
-    elif record.stream and raw.content_type == "text/event-stream":
-        _fill_stream(record, raw.reads_ns, raw.reads, api)
-    elif raw.complete or raw.exc is None:
+    elif record.stream and (stream := _sse_reads(raw)) is not None:
+        reads_ns, reads, undecodable = stream
+        _fill_stream(record, reads_ns, reads, api)
+        if undecodable is not None and record.error_class in (None, errors.STREAM_CUT):
+            record.error_class = errors.MALFORMED  # the events before the bad bytes are kept
+            record.error = undecodable[:MAX_ERROR_CHARS]
+    elif raw.complete or exc is None:
         try:
             body = raw.body
         except ProtocolError as e:  # a compressed body that does not decompress
@@ -112,7 +117,8 @@ def finish(record: RequestRecord, raw: Response, api: Api) -> RequestRecord:
             record.error = str(e)[:MAX_ERROR_CHARS]
             return record
         _fill_body(record, body, api)
-    exc = raw.exc
+    if isinstance(exc, NoCloseNotify) and record.stream_complete and record.error_class is None:
+        exc = None  # the stream's own end marker shows nothing was cut (RFC 9112 §9.8: complete when verifiable)
     if exc is not None and (record.error_class is None or record.error_class == errors.STREAM_CUT):
         cls = errors.classify_exception(exc)
         if raw.reads_ns and cls in (errors.CONNECTION_RESET, errors.STREAM_CUT):
@@ -146,6 +152,16 @@ def _apply(record: RequestRecord, parsed: ParsedResponse) -> None:
     elif not parsed.complete:
         record.error_class = errors.STREAM_CUT
         record.error = errors.sentence(errors.STREAM_CUT)
+
+
+def _sse_reads(raw: Response) -> tuple[list[int], list[bytes], str | None] | None:
+    """The body's reads, decompressed (:meth:`Response.decoded_reads`), when it is an SSE stream: labelled
+    ``text/event-stream``, or a 2xx body that begins as one whatever its label. None otherwise: a JSON document (a
+    server that ignored ``stream: true``) is read as a non-streaming answer, anything else fails as malformed."""
+    decoded = raw.decoded_reads()
+    if raw.content_type == "text/event-stream" or (200 <= raw.status < 300 and looks_like_sse(decoded[1])):
+        return decoded
+    return None
 
 
 def _fill_stream(record: RequestRecord, reads_ns: list[int], reads: list[bytes], api: Api) -> None:

@@ -10,15 +10,17 @@ response has ended and is woken once. Everything else (SSE, JSON) stays off this
 
 What it supports, because the endpoints people benchmark need it: keep-alive connections reused across requests
 (a pool per origin, no limit), ``Content-Length``, chunked and close-delimited bodies, 1xx responses skipped,
-``gzip``/``deflate`` bodies (not asked for: ``Accept-Encoding: identity``), TLS (``https://``, certificates
-verified), HTTP proxies (absolute-form requests for ``http://``, ``CONNECT`` tunnels for ``https://``, with
-``user:password@`` credentials), a total timeout per request and a connect timeout, and one retry of a request sent
+heads whose lines end in a bare LF, ``gzip``/``deflate`` bodies (not asked for: ``Accept-Encoding: identity``; a
+stream's are decoded read by read afterwards, off the hot path), TLS (``https://``, certificates verified), HTTP
+proxies (absolute-form requests for ``http://``, ``CONNECT`` tunnels for ``https://``, with ``user:password@``
+credentials), a total timeout per request and a connect timeout, and one retry of a request sent
 on a reused connection that the server had already closed (no byte of an answer arrived). The rest of the client
 (``/v1/models`` preflight, telemetry) keeps using aiohttp, where none of this matters.
 
 Errors never raise from :meth:`Pool.request`: they land in ``Response.exc`` as :class:`TimeoutError`, an
 ``OSError`` from connecting (``ConnectionRefusedError``, ``socket.gaierror``...), :class:`ConnectionClosed` (the
-connection ended before the response did) or :class:`ProtocolError` (the server broke HTTP framing).
+connection ended before the response did, or, as :class:`NoCloseNotify`, TLS ended a close-delimited body without
+close_notify) or :class:`ProtocolError` (the server broke HTTP framing).
 """
 from __future__ import annotations
 
@@ -48,6 +50,11 @@ class PoolClosed(ConnectionClosed):
 
 class ProtocolError(ValueError):
     """The server's bytes are not valid HTTP/1.1."""
+
+
+class NoCloseNotify(ConnectionClosed):
+    """A TLS server ended a close-delimited body by closing TCP without TLS's close_notify alert first: the body may
+    have been cut, and nothing in HTTP can say whether it was (RFC 9112 §9.8)."""
 
 
 class ProxyError(ConnectionError):
@@ -92,6 +99,74 @@ class Response:
         if encoding not in ("identity", ""):
             raise ProtocolError(f"the server sent a body in Content-Encoding {encoding!r}, which is not supported")
         return data
+
+    def decoded_reads(self) -> tuple[list[int], list[bytes], str | None]:
+        """``reads_ns`` and ``reads`` with the Content-Encoding undone read by read, for a stream: the bytes a read
+        lets the decompressor produce carry that read's arrival time, and a read that produces none is left out.
+        The third value says why decoding stopped short (a bad or unsupported compressed stream, or one the body
+        ended before), else None. Uncompressed (the usual case): the lists themselves, untouched."""
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("identity", ""):
+            return self.reads_ns, self.reads, None
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            return [], [], f"the server sent a body in Content-Encoding {encoding!r}, which is not supported"
+        inflater = _Inflater(gzip=encoding != "deflate")
+        reads_ns: list[int] = []
+        reads: list[bytes] = []
+        try:
+            for ts, piece in zip(self.reads_ns, self.reads):
+                out = inflater.feed(piece)
+                if out:
+                    reads_ns.append(ts)
+                    reads.append(out)
+        except zlib.error as e:
+            return reads_ns, reads, f"the {encoding} body does not decompress: {e}"
+        if self.complete and not inflater.ended:
+            return reads_ns, reads, f"the {encoding} body ended before its compressed stream did"
+        return reads_ns, reads, None
+
+
+class _Inflater:
+    """Undoes gzip or deflate a piece at a time (``zlib.decompressobj``) as :attr:`Response.body` does for a whole
+    body: every gzip member (NUL padding between them skipped, as ``gzip.decompress`` does), and deflate with its
+    zlib wrapper or raw, as some servers send it: raw when the first two bytes are not a valid zlib header."""
+
+    def __init__(self, gzip: bool):
+        self.gzip = gzip
+        self.obj = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
+        self.fed = False
+        self.head = None if gzip else b""  # deflate: the first bytes, until they prove a zlib header or not
+
+    @property
+    def ended(self) -> bool:
+        return self.obj.eof or not self.fed  # no bytes at all: nothing to decode (gzip.decompress(b"") is b"")
+
+    def feed(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        self.fed = True
+        if self.head is not None:  # deflate, its first two bytes not yet seen
+            self.head += data
+            try:
+                out = self.obj.decompress(data)
+            except zlib.error:
+                self.obj = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate: start over with every byte so far
+                out = self.obj.decompress(self.head)
+            if len(self.head) >= 2:
+                self.head = None
+            return out
+        if not self.gzip:
+            return b"" if self.obj.eof else self.obj.decompress(data)  # bytes after the stream are ignored
+        out = []
+        while data:
+            if self.obj.eof:  # a member has ended: padding, or the next member
+                data = data.lstrip(b"\0")
+                if not data:
+                    break
+                self.obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out.append(self.obj.decompress(data))
+            data = self.obj.unused_data if self.obj.eof else b""
+        return b"".join(out)
 
 
 @dataclass(frozen=True)
@@ -158,10 +233,29 @@ def request_head(method: str, target: str, origin: Origin, headers: dict[str, st
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+def head_end(buf: bytes) -> tuple[int, int]:
+    """Where a response head in ``buf`` ends (its length without the line end of its last line, and where what
+    follows its empty line starts), or ``(-1, -1)`` while that empty line has not arrived. Lines may end in CRLF or
+    a bare LF, even mixed, as real clients accept (RFC 9112 §2.2: a recipient may take LF as the line terminator and
+    ignore a CR before it): the empty line is the first LF followed by LF or CRLF."""
+    crlf = buf.find(b"\n\r\n")  # the usual "\r\n\r\n"
+    lf = buf.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else None)
+    if lf >= 0:
+        end, start = lf, lf + 2
+    elif crlf >= 0:
+        end, start = crlf, crlf + 3
+    else:
+        return -1, -1
+    return (end - 1 if end and buf[end - 1] == 13 else end), start  # 13: the CR of the last line's CRLF
+
+
 def parse_head(head: bytes) -> tuple[int, str, dict[str, str], str]:
-    """Status, reason, headers (lower-case names; repeated ones joined with ', ') and version of a response head."""
+    """Status, reason, headers (lower-case names; repeated ones joined with ', ') and version of a response head as
+    :func:`head_end` cuts it; its lines may end in CRLF or a bare LF."""
     text = head.decode("latin-1")
     lines = text.split("\r\n")
+    if text.count("\n") >= len(lines):  # some line ends in a bare LF
+        lines = [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
     parts = lines[0].split(" ", 2)
     code = parts[1] if len(parts) >= 2 else ""
     if not parts[0].startswith("HTTP/1.") or not (code.isascii() and code.isdigit()) or len(code) != 3:
@@ -177,6 +271,28 @@ def parse_head(head: bytes) -> tuple[int, str, dict[str, str], str]:
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return int(parts[1]), parts[2] if len(parts) > 2 else "", headers, parts[0]
+
+
+def _without_close_notify(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether a TLS connection's peer closed TCP without sending TLS's close_notify alert first.
+
+    asyncio reports both ends alike: ``eof_received``, then ``connection_lost(None)`` (Python 3.11 to 3.13; 3.10
+    calls ``eof_received`` only for the bare close), with no ``ssl.SSLError``: it never tells the TLS layer that TCP
+    ended. The TLS object it exposes (``get_extra_info("ssl_object")``) still knows: after close_notify a read
+    returns b"" (OpenSSL keeps answering "the peer has finished"); after a bare close it wants more bytes
+    (``SSLWantReadError``) and takes none, since asyncio has already read every whole record. Plain TCP, or any other
+    answer, counts as a clean end, as before.
+    """
+    sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+    if sslobj is None:
+        return False
+    try:
+        sslobj.read(1)
+    except ssl.SSLWantReadError:
+        return True
+    except (ssl.SSLError, ValueError, OSError):
+        return False
+    return False
 
 
 # states of a connection
@@ -201,6 +317,7 @@ class _Conn(asyncio.Protocol):
         self._trailers = False  # the last chunk was seen; trailers until an empty line
         self._keep_alive = True
         self._head_request = False
+        self._no_close_notify = False  # TLS ended by a bare TCP close (eof_received says it; connection_lost acts)
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -225,6 +342,8 @@ class _Conn(asyncio.Protocol):
             self._fail(e)
 
     def eof_received(self) -> bool:
+        if self.state == _UNTIL_CLOSE:
+            self._no_close_notify = _without_close_notify(self.transport)
         return False  # close the transport; connection_lost does the rest
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -232,7 +351,10 @@ class _Conn(asyncio.Protocol):
         self.pool._forget(self)
         if self.waiter is None or self.waiter.done():
             return
-        if self.state == _UNTIL_CLOSE and exc is None:
+        if self.state == _UNTIL_CLOSE and exc is None and self._no_close_notify:
+            self._fail(NoCloseNotify("the server closed the TLS connection without close_notify: the body, which "
+                                     "ends with the connection, may have been cut"))
+        elif self.state == _UNTIL_CLOSE and exc is None:
             self.resp.complete = True
             self._done()
         else:
@@ -260,14 +382,14 @@ class _Conn(asyncio.Protocol):
     def _head(self, data: bytes, ts: int) -> None:
         buf = self._buf + data if self._buf else data
         while True:
-            end = buf.find(b"\r\n\r\n")
+            end, body = head_end(buf)
             if end < 0:
                 if len(buf) > MAX_HEAD_BYTES:
                     raise ProtocolError(f"the response head is longer than {MAX_HEAD_BYTES} bytes")
                 self._buf = buf
                 return
             status, reason, headers, version = parse_head(buf[:end])
-            rest = buf[end + 4:]
+            rest = buf[body:]
             if not (100 <= status < 200 and status != 101):
                 break
             buf = rest  # an interim answer (100 Continue, 103 Early Hints): the real head follows

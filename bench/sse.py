@@ -9,6 +9,7 @@ line): that is the moment the client could first have acted on it.
 Handled here: events split across reads (even in the middle of a ``\\r\\n``), ``\\n``, ``\\r\\n`` and ``\\r`` line
 endings, multi-line ``data:`` (joined with ``\\n``), comment lines (``: keep-alive``), ``event:`` names, a single
 optional space after the colon, and a final event not followed by a blank line (kept, flagged ``complete=False``).
+:func:`looks_like_sse` tells an SSE stream by its first line when its content type does not say so.
 """
 from __future__ import annotations
 
@@ -59,6 +60,25 @@ def _parse_block(block: bytes) -> tuple[str | None, bytes] | None:
     if not data:
         return None  # the SSE spec dispatches nothing for a block without data lines
     return event, b"\n".join(data)
+
+
+_FIELD_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
+_BOM = b"\xef\xbb\xbf"
+
+
+def looks_like_sse(reads: list[bytes]) -> bool:
+    """Whether a body (its raw reads) begins as an SSE stream: its first non-blank line starts with ``data:``,
+    ``event:``, ``id:``, ``retry:`` or ``:`` (a comment). For a stream labelled ``text/plain``,
+    ``application/octet-stream``, ``application/x-ndjson`` or not at all, as some servers and proxies send it."""
+    start = b""
+    for piece in reads:
+        start += piece
+        if len(start.removeprefix(_BOM).lstrip()) >= 6:  # as long as the longest field start, "retry:"
+            break
+    start = start.removeprefix(_BOM)
+    text = start.lstrip(b" \t\r\n")
+    blanks = start[:len(start) - len(text)]
+    return blanks[-1:] not in (b" ", b"\t") and text.startswith(_FIELD_STARTS)  # " data:" is no SSE field
 
 
 def split_events(reads_ns: list[int], reads: list[bytes]) -> Events:

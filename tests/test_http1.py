@@ -6,6 +6,7 @@ import gzip
 import socket
 import ssl
 import time
+import zlib
 
 import pytest
 from conftest import free_port, run
@@ -13,6 +14,7 @@ from conftest import free_port, run
 from bench import errors
 from bench.http1 import (
     ConnectionClosed,
+    NoCloseNotify,
     Origin,
     Pool,
     ProtocolError,
@@ -174,7 +176,7 @@ def test_request_bytes_on_the_wire():
     head, _, body = wire.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     assert lines[0] == "POST /v1/chat/completions?x=1 HTTP/1.1"
-    assert "Host: 127.0.0.1:%s" % lines[1].rsplit(":", 1)[1] == lines[1]
+    assert f"Host: 127.0.0.1:{lines[1].rsplit(':', 1)[1]}" == lines[1]
     assert "Content-Length: 8" in lines and "Accept-Encoding: identity" in lines
     assert "Authorization: Bearer k" in lines and "X-Request-Id: r-1" in lines
     assert body == b'{"a": 1}'
@@ -416,8 +418,8 @@ def test_a_cut_error_response_is_classified_by_its_status_and_a_bad_gzip_is_malf
                              api="openai-chat", stream=True, input_len_requested=1, output_len_requested=1,
                              scheduled_ns=None, send_ns=0)
     cut_401 = [b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 100\r\n\r\n", b'{"error": "invalid api key"']
-    bad_gzip = [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
-                b"Content-Length: 8\r\n\r\nnotgzip!"]
+    bad_gzip = [(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                 b"Content-Length: 8\r\n\r\nnotgzip!")]
 
     async def one(pieces):
         async def script(reader, writer, srv):
@@ -496,3 +498,207 @@ def test_bad_lengths_and_status_codes_are_protocol_errors():
         async with Scripted([many_1xx]) as srv:
             return await get(srv.url)
     assert run(flood()).body == b"ok"
+
+
+# ---- found in review, second round: heads with bare LF, compressed streams, mislabelled streams, TLS without
+# close_notify ------------------------------------------------------------------------------------------------------
+
+def chat_sse(*texts: str) -> list[bytes]:
+    """An OpenAI chat stream: one event per text, then [DONE]."""
+    return [b'data: {"choices":[{"delta":{"content":"%s"}}]}\n\n' % t.encode() for t in texts] + [b"data: [DONE]\n\n"]
+
+
+def finished(pieces: list[bytes], pause_s: float = 0.01, tls: tuple | None = None):
+    """The record a streaming chat request gets from a loopback server that writes ``pieces`` (then closes, or with
+    ``tls=(server_ctx, client_ctx, end)``: serves TLS and ends with ``end(writer)``), through ``client.send`` and
+    ``client.finish`` as a run does."""
+    from bench.apis import APIS
+    from bench.client import Target, finish, send
+    from bench.records import RequestRecord
+
+    async def handle(reader, writer):
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)  # the b"{}" body
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(pause_s)
+        if tls:
+            await tls[2](writer)
+        else:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls[0] if tls else None)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with Pool(timeout_s=3, ssl_context=tls[1] if tls else None) as pool:
+                scheme, host = ("https", "localhost") if tls else ("http", "127.0.0.1")
+                target = Target(f"{scheme}://{host}:{port}/v1", APIS["openai-chat"], "m")
+                rec = RequestRecord(request_id="r", phase="p", level_index=0, prompt_index=0, warmup=False,
+                                    api="openai-chat", stream=True, input_len_requested=1, output_len_requested=1,
+                                    scheduled_ns=None, send_ns=time.perf_counter_ns())
+                return finish(rec, await send(pool, target, b"{}", {}, rec), target.api)
+        finally:
+            server.close()
+    return run(main())
+
+
+def test_response_heads_whose_lines_end_in_a_bare_lf_are_read():
+    cases = {  # wire pieces -> the body the client must read
+        "LF only": ([b"HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Length: 2\n\nok"], b"ok"),
+        "CRLF lines, LF empty line": ([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok"], b"ok"),
+        "LF lines, CRLF empty line": ([b"HTTP/1.1 200 OK\nContent-Length: 2\n\r\nok"], b"ok"),
+        # the head ends at its first empty line, not at a CRLF CRLF in the body after it
+        "LF head, CRLF CRLF in the body": ([b"HTTP/1.1 200 OK\nContent-Length: 6\n\nab\r\n\r\n"], b"ab\r\n\r\n"),
+        "split at the empty line": ([b"HTTP/1.1 200 OK\nContent-Length: 2\n", b"\n", b"ok"], b"ok"),
+        "LF 100 Continue first": ([b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\nContent-Length: 2\n\nok"], b"ok"),
+        "LF head, chunked body": ([b"HTTP/1.1 200 OK\nContent-Type: text/event-stream\nTransfer-Encoding: chunked\n\n",
+                                   chunked(SSE)], b"".join(SSE)),
+    }
+    for name, (pieces, body) in cases.items():
+        async def main(p=pieces):
+            async with Scripted(p) as srv:
+                return await get(srv.url, timeout_s=3)
+        resp = run(main())
+        assert resp.exc is None and resp.status == 200 and resp.complete, (name, resp.exc)
+        assert resp.body == body and resp.reason == "OK", name
+        assert "\r" not in "".join(resp.headers.values()) + resp.reason, name
+
+
+def _compressed_pieces(events: list[bytes], encoding: str) -> list[bytes]:
+    """Each event compressed and flushed on its own (Z_SYNC_FLUSH, as a streaming server's encoder must), the
+    stream's end with the last: one piece per event."""
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "raw deflate": -zlib.MAX_WBITS}[encoding]
+    enc = zlib.compressobj(wbits=wbits)
+    pieces = [enc.compress(e) + enc.flush(zlib.Z_SYNC_FLUSH) for e in events]
+    pieces[-1] += enc.flush()
+    return pieces
+
+
+def test_decoded_reads_undo_the_encoding_read_by_read_wherever_the_reads_split():
+    data = b"".join(b'data: {"n": %d}\n\n' % i for i in range(200))
+    streams = {"gzip": gzip.compress(data), "x-gzip": gzip.compress(data[:900]) + b"\0\0" + gzip.compress(data[900:]),
+               "deflate": zlib.compress(data), "raw deflate": zlib.compress(data)[2:-4]}
+    for name, packed in streams.items():
+        for size in (1, 2, 3, 7, 100, len(packed)):
+            reads = [packed[i:i + size] for i in range(0, len(packed), size)]
+            resp = Response(headers={"content-encoding": name.split()[-1]}, reads=reads,
+                            reads_ns=list(range(len(reads))), complete=True)
+            ns, pieces, problem = resp.decoded_reads()
+            assert problem is None and b"".join(pieces) == data == resp.body, (name, size, problem)
+            # a decoded piece keeps the stamp of the read that produced it; reads producing nothing are left out
+            assert len(ns) == len(pieces) and ns == sorted(set(ns)) and all(pieces)
+    plain = Response(reads=[b"a", b"b"], reads_ns=[1, 2])
+    assert plain.decoded_reads() == ([1, 2], [b"a", b"b"], None)
+    assert "not supported" in Response(headers={"content-encoding": "br"}, reads=[b"x"], reads_ns=[1]).decoded_reads()[2]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw deflate"])
+def test_a_compressed_stream_is_decoded_read_by_read_and_keeps_each_reads_time(encoding):
+    events = chat_sse("a", "b", "c", "d")
+    label = encoding.split()[-1].encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: %b\r\n" \
+           b"Transfer-Encoding: chunked\r\n\r\n" % label
+    pieces = [head] + [b"%x\r\n%b\r\n" % (len(p), p) for p in _compressed_pieces(events, encoding)] + [b"0\r\n\r\n"]
+    rec = finished(pieces, pause_s=0.03)
+    assert rec.error_class is None, rec.error
+    assert rec.event_kinds == "aaaa-" and rec.stream_complete
+    # the server wrote one event per 30 ms: each decoded event carries the time its compressed read arrived, not
+    # the response's end (4 gaps of ~30 ms between the 5 events)
+    gaps_ms = [(b - a) / 1e6 for a, b in zip(rec.event_offsets_ns, rec.event_offsets_ns[1:])]
+    assert min(gaps_ms) > 10 and 100 < sum(gaps_ms) < 250, gaps_ms
+
+
+def test_a_bad_compressed_stream_is_malformed_and_keeps_the_events_before_it():
+    good = _compressed_pieces(chat_sse("a", "b"), "gzip")
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n\r\n"
+    rec = finished([head, good[0], b"\xff" * 40])  # close-delimited; then bytes no deflate stream holds
+    assert rec.error_class == errors.MALFORMED and "does not decompress" in rec.error
+    assert rec.event_kinds == "a"
+    # a gzip stream that the body ends in the middle of: malformed too, not a crash
+    cut = gzip.compress(b"".join(chat_sse("a", "b")))[:-6]
+    rec = finished([b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(cut) + cut])
+    assert rec.error_class == errors.MALFORMED and "ended before" in rec.error and rec.event_kinds == "aa-"
+
+
+@pytest.mark.parametrize("content_type", [b"text/plain; charset=utf-8", b"application/octet-stream",
+                                          b"application/x-ndjson", None])
+def test_a_2xx_stream_that_begins_as_sse_is_read_as_sse_whatever_its_content_type(content_type):
+    label = b"Content-Type: %b\r\n" % content_type if content_type else b""
+    body = b": keep-alive\n\n" + b"".join(chat_sse("x", "y"))
+    rec = finished([b"HTTP/1.1 200 OK\r\n%bContent-Length: %d\r\n\r\n" % (label, len(body)) + body])
+    assert rec.error_class is None, rec.error
+    assert rec.stream and rec.event_kinds == "aa-" and rec.output_tokens_client == 2
+
+
+def test_a_streaming_request_answered_with_json_or_with_neither_is_read_as_before():
+    # a server that ignored "stream": true: its one JSON document is a non-streaming answer, not an error
+    doc = (b'{"id": "c1", "choices": [{"message": {"content": "hello"}, "finish_reason": "stop"}],'
+           b' "usage": {"prompt_tokens": 3, "completion_tokens": 1}}')
+    rec = finished([b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(doc)
+                    + doc])
+    assert rec.error_class is None and rec.stream is False and rec.output_tokens == 1 and rec.event_kinds == "a"
+    # neither SSE nor JSON, and not labelled SSE: malformed
+    rec = finished([b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"])
+    assert rec.error_class == errors.MALFORMED and "not JSON" in rec.error
+
+
+def _tls_contexts():
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
+
+
+async def _close_notify_then_close(writer):
+    writer.close()  # asyncio's TLS transport sends close_notify before its FIN
+    await asyncio.sleep(0.05)
+
+
+async def _bare_tcp_close(writer):
+    writer.get_extra_info("socket").shutdown(socket.SHUT_WR)  # a FIN with no close_notify before it
+    await asyncio.sleep(0.2)
+    writer.transport.abort()
+
+
+def test_a_tls_close_delimited_body_ended_without_close_notify_is_cut():
+    server_ctx, client_ctx = _tls_contexts()
+    doc = b'{"choices": [{"message": {"content": "hello"}, "finish_reason": "stop"}]}'
+    head_json = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n"  # no length: the body ends with TLS
+
+    async def raw(end):
+        async def handle(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(head_json + doc)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            await end(writer)
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        try:
+            return await get(f"https://localhost:{server.sockets[0].getsockname()[1]}/v1/x", ssl_context=client_ctx,
+                             timeout_s=3)
+        finally:
+            server.close()
+    clean = run(raw(_close_notify_then_close))
+    assert clean.exc is None and clean.complete and clean.body == doc
+    bare = run(raw(_bare_tcp_close))
+    assert isinstance(bare.exc, NoCloseNotify) and not bare.complete and b"".join(bare.reads) == doc
+    assert errors.classify_exception(bare.exc) == errors.CONNECTION_RESET
+
+    # through the client: a JSON body so ended counts as cut, as a reset one does
+    rec = finished([head_json, doc], tls=(server_ctx, client_ctx, _bare_tcp_close))
+    assert rec.error_class == errors.STREAM_CUT and "close_notify" in rec.error
+    assert finished([head_json, doc], tls=(server_ctx, client_ctx, _close_notify_then_close)).error_class is None
+    # an SSE stream whose end marker arrived shows by itself that nothing was cut (RFC 9112 §9.8); one without it
+    # is cut either way
+    head_sse = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    whole = finished([head_sse, *chat_sse("a", "b")], tls=(server_ctx, client_ctx, _bare_tcp_close))
+    assert whole.error_class is None and whole.event_kinds == "aa-"
+    cut = finished([head_sse, *chat_sse("a", "b")[:-1]], tls=(server_ctx, client_ctx, _bare_tcp_close))
+    assert cut.error_class == errors.STREAM_CUT and cut.event_kinds == "aa"

@@ -211,3 +211,23 @@ def test_event_name_without_data_dispatches_nothing():
 def test_leading_byte_order_mark_is_ignored():
     ev = split_events([1, 2], [b"\xef\xbb\xbfdata: a\n\n", b"data: b\n\n"])
     assert ev.data == [b"a", b"b"] and ev.arrival_ns == [1, 2]
+
+
+@pytest.mark.parametrize("reads, sse", [
+    ([b'data: {"a": 1}\n\n'], True),
+    ([b"\r\n\nevent: ping\ndata: x\n\n"], True),  # blank lines first
+    ([b"d", b"at", b"a:", b" x\n\n"], True),  # the field name split across reads
+    ([b": keep-alive\n\n"], True),
+    ([b"\xef\xbb\xbfid: 7\n"], True),  # after a byte-order mark
+    ([b"\xef\xbb\xbfdat", b"a: x\n\n"], True),
+    ([b"retry: 3000\n\n"], True),
+    ([b" data: x\n\n"], False),  # a field name with a blank before it is another field
+    ([b'{"choices": []}'], False),  # a JSON document
+    ([b'{"a": 1}\n{"a": 2}\n'], False),  # NDJSON
+    ([b"data"], False),
+    ([b"\n\n"], False),
+    ([], False),
+])
+def test_looks_like_sse_by_the_first_non_blank_line(reads, sse):
+    from bench.sse import looks_like_sse
+    assert looks_like_sse(reads) is sse
