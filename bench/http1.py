@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
 import ssl
-import zlib
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 from urllib.parse import unquote, urlsplit
 
 from . import __version__
+from .http1_body import DecodeError, decode_body, decode_reads
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head longer than this is not HTTP a client should wait on
 MAX_CHUNK_LINE = 4096
@@ -84,89 +83,19 @@ class Response:
 
     @property
     def body(self) -> bytes:
-        data = b"".join(self.reads)
-        encoding = self.headers.get("content-encoding", "identity").strip().lower()
         try:
-            if encoding in ("gzip", "x-gzip"):
-                return gzip.decompress(data)  # every member, not only the first
-            if encoding == "deflate":
-                try:
-                    return zlib.decompress(data)
-                except zlib.error:
-                    return zlib.decompress(data, -zlib.MAX_WBITS)  # raw deflate, as some servers send it
-        except (zlib.error, OSError, EOFError) as e:
-            raise ProtocolError(f"the {encoding} body does not decompress: {e}") from None
-        if encoding not in ("identity", ""):
-            raise ProtocolError(f"the server sent a body in Content-Encoding {encoding!r}, which is not supported")
-        return data
+            return decode_body(b"".join(self.reads), self._encoding)
+        except DecodeError as e:
+            raise ProtocolError(str(e)) from None
 
     def decoded_reads(self) -> tuple[list[int], list[bytes], str | None]:
-        """``reads_ns`` and ``reads`` with the Content-Encoding undone read by read, for a stream: the bytes a read
-        lets the decompressor produce carry that read's arrival time, and a read that produces none is left out.
-        The third value says why decoding stopped short (a bad or unsupported compressed stream, or one the body
-        ended before), else None. Uncompressed (the usual case): the lists themselves, untouched."""
-        encoding = self.headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("identity", ""):
-            return self.reads_ns, self.reads, None
-        if encoding not in ("gzip", "x-gzip", "deflate"):
-            return [], [], f"the server sent a body in Content-Encoding {encoding!r}, which is not supported"
-        inflater = _Inflater(gzip=encoding != "deflate")
-        reads_ns: list[int] = []
-        reads: list[bytes] = []
-        try:
-            for ts, piece in zip(self.reads_ns, self.reads):
-                out = inflater.feed(piece)
-                if out:
-                    reads_ns.append(ts)
-                    reads.append(out)
-        except zlib.error as e:
-            return reads_ns, reads, f"the {encoding} body does not decompress: {e}"
-        if self.complete and not inflater.ended:
-            return reads_ns, reads, f"the {encoding} body ended before its compressed stream did"
-        return reads_ns, reads, None
-
-
-class _Inflater:
-    """Undoes gzip or deflate a piece at a time (``zlib.decompressobj``) as :attr:`Response.body` does for a whole
-    body: every gzip member (NUL padding between them skipped, as ``gzip.decompress`` does), and deflate with its
-    zlib wrapper or raw, as some servers send it: raw when the first two bytes are not a valid zlib header."""
-
-    def __init__(self, gzip: bool):
-        self.gzip = gzip
-        self.obj = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
-        self.fed = False
-        self.head = None if gzip else b""  # deflate: the first bytes, until they prove a zlib header or not
+        """``reads_ns`` and ``reads`` with the Content-Encoding undone read by read, for a stream (see
+        :func:`bench.http1_body.decode_reads`); uncompressed (the usual case): the lists themselves, untouched."""
+        return decode_reads(self.reads_ns, self.reads, self._encoding, self.complete)
 
     @property
-    def ended(self) -> bool:
-        return self.obj.eof or not self.fed  # no bytes at all: nothing to decode (gzip.decompress(b"") is b"")
-
-    def feed(self, data: bytes) -> bytes:
-        if not data:
-            return b""
-        self.fed = True
-        if self.head is not None:  # deflate, its first two bytes not yet seen
-            self.head += data
-            try:
-                out = self.obj.decompress(data)
-            except zlib.error:
-                self.obj = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate: start over with every byte so far
-                out = self.obj.decompress(self.head)
-            if len(self.head) >= 2:
-                self.head = None
-            return out
-        if not self.gzip:
-            return b"" if self.obj.eof else self.obj.decompress(data)  # bytes after the stream are ignored
-        out = []
-        while data:
-            if self.obj.eof:  # a member has ended: padding, or the next member
-                data = data.lstrip(b"\0")
-                if not data:
-                    break
-                self.obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            out.append(self.obj.decompress(data))
-            data = self.obj.unused_data if self.obj.eof else b""
-        return b"".join(out)
+    def _encoding(self) -> str:
+        return self.headers.get("content-encoding", "identity").strip().lower()
 
 
 @dataclass(frozen=True)
