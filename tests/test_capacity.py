@@ -146,6 +146,29 @@ def test_capacity_command_finds_the_servers_batch_limit(make_sim, cli, tmp_path)
     assert res.returncode == 0, res.stderr
     again = json.loads((out / "summary.json").read_text())["run"]["capacity"]
     assert again["max_load"] == before["max_load"] and again["probes"] == before["probes"]
+    _check_report(out, again, tmp_path)
+
+
+def _check_report(run_dir, found, tmp_path):
+    """The report of a capacity run has the capacity figure: its points are the verdicts, the answer is marked."""
+    from bench.report import make_report
+    from bench.report.build import build_report
+    from bench.report.load import load_runs
+
+    report = build_report(load_runs([run_dir]), overlay_sizing=False)
+    chart = report.chart("capacity")
+    assert chart is not None
+    data = chart.data.sort_values("load")
+    probes = sorted(found["probes"], key=lambda p: p["load"])
+    assert list(data["level"]) == [p["phase"] for p in probes]
+    assert list(data["passed"]) == [p["passed"] for p in probes]
+    assert list(data["good_fraction"]) == pytest.approx([p["good_fraction"] for p in probes])
+    left = chart.figure.axes[0]
+    verticals = [line.get_xdata()[0] for line in left.get_lines() if len(set(line.get_xdata())) == 1
+                 and len(line.get_xdata()) == 2]
+    assert found["max_load"] in verticals
+    html = make_report([run_dir], tmp_path / "rep", formats=("png",)).read_text()
+    assert found["sentence"].split(";")[0].replace("<", "&lt;") in html and 'id="capacity"' in html
 
 
 def test_capacity_by_rate_reports_a_rate(make_sim, cli, tmp_path):

@@ -126,6 +126,10 @@ def test_throughput_series_are_the_summary_and_the_lines_draw_them(runs, two):
 
 
 
+def test_a_run_that_is_no_capacity_search_has_no_capacity_figure(one, two):
+    assert one.chart("capacity") is None and two.chart("capacity") is None
+
+
 def test_the_steady_state_series_is_drawn_beside_the_aggregate(runs):
     from bench.report.charts import throughput_chart
     from bench.report.tables import levels_table

@@ -4,7 +4,7 @@
     html = make_report([Path("results/example-sim")], Path("/tmp/report"))
 
 The figures: throughput.png, latency.png, latency_cdf.png, pareto.png (when more than one level is compared),
-timeline.png (one run) or timeline_<k>.png (one per run, k = 1, 2, ... in the order given). `build_report` is the
+capacity.png (for `bench capacity` runs), timeline.png (one run) or timeline_<k>.png (one per run, k = 1, 2, ... in the order given). `build_report` is the
 same without writing anything, for the notebook.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import style
+from .capacity_chart import capacity_chart
 from .charts import latency_chart, pareto_chart, throughput_chart
 from .distributions import latency_cdf_chart
 from .load import RunData, load_runs, where
@@ -96,6 +97,9 @@ def build_report(runs: Sequence[RunData], *, overlay_sizing: bool = True,
         notes.append("no requests.jsonl in any run: no latency distributions")
     if len(levels) > 1:
         charts.append(pareto_chart(levels, place, colors))
+    searches = [(r.name, r.capacity) for r in runs if r.capacity]
+    if searches:
+        charts.append(capacity_chart(searches, place, colors))
     for k, run in enumerate(runs, start=1):
         name = "timeline" if len(runs) == 1 else f"timeline_{k}"
         chart = timeline_chart(samples[samples["run"] == run.name] if not samples.empty else samples,

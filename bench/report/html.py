@@ -42,7 +42,7 @@ ul.notes li{color:#6a4a00}
 
 SECTIONS = {"throughput": "Throughput against load", "latency": "Latency percentiles",
             "latency_cdf": "Latency distributions", "pareto": "Throughput against latency",
-            "timeline": "Telemetry over time"}
+            "capacity": "Capacity search", "timeline": "Telemetry over time"}
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -117,6 +117,10 @@ def render_html(report, pngs: dict[str, bytes] | None = None) -> str:
               ("<p>Per level: peak GPU memory (all GPUs), the server process's peak VIRT and RES, mean tokens/s one "
               "request gets, tokens/s of all requests together, and TTFT. GB = 10<sup>9</sup> bytes; – = not "
               "measured.</p>"), table_html(report.field)]
+    for run in report.runs:
+        if run.capacity and run.capacity.get("sentence"):
+            parts.append(f'<p class="where"><b>{html.escape(run.name)}</b>: {html.escape(run.capacity["sentence"])}'
+                         "</p>")
     seen = set()
     for chart in report.charts:
         section = SECTIONS.get(chart.name.split("_")[0] if chart.name.startswith("timeline") else chart.name,

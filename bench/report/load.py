@@ -37,6 +37,7 @@ class RunData:
     telemetry: dict[str, Any] = field(default_factory=dict)  # telemetry.json, {} when absent
     name: str = ""                      # unique display name (legends, tables)
     summary_rederived: bool = False     # summary.json was missing; levels came from requests.jsonl
+    capacity: dict[str, Any] | None = None  # summary.json run.capacity: a `bench capacity` run's answer
 
     @property
     def requests_path(self) -> Path:
@@ -71,14 +72,17 @@ def load_run(run_dir: Path | str) -> RunData:
     if not isinstance(run, dict) or not isinstance(run.get("load"), dict):
         raise NotARunError(run_dir, "its run.json has no load levels")
     rederived = False
+    capacity = None
     if (run_dir / "summary.json").is_file():
         summary = _read_json(run_dir / "summary.json", "summary.json", run_dir)
         levels = summary.get("levels") if isinstance(summary, dict) else None
         if not isinstance(levels, list):
             raise NotARunError(run_dir, "its summary.json has no levels")
+        capacity = (summary.get("run") or {}).get("capacity")
     elif (run_dir / "requests.jsonl").is_file():
-        from bench.results import summarize_run_dir
+        from bench.results import capacity_of_run_dir, summarize_run_dir
         levels, rederived = summarize_run_dir(run_dir), True
+        capacity = capacity_of_run_dir(run_dir, levels)
     else:
         raise NotARunError(run_dir, "it has neither summary.json nor requests.jsonl")
     if not levels:
@@ -89,7 +93,8 @@ def load_run(run_dir: Path | str) -> RunData:
             telemetry = json.loads((run_dir / "telemetry.json").read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             telemetry = {}
-    data = RunData(run_dir=run_dir, run=run, levels=levels, telemetry=telemetry, summary_rederived=rederived)
+    data = RunData(run_dir=run_dir, run=run, levels=levels, telemetry=telemetry, summary_rederived=rederived,
+                   capacity=capacity if isinstance(capacity, dict) else None)
     data.name = run_name(data)
     return data
 
