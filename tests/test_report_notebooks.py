@@ -55,7 +55,7 @@ def test_bench_report_notebook_shows_every_chart_of_a_fresh_run(results, tmp_pat
     out = tmp_path / "report"
     nb = _execute("bench_report.ipynb", f"runs = [{str(results / 'nb-test')!r}]\nout_dir = {str(out)!r}\n"
                                         "sizing_model = 'qwen2.5-7b-instruct'\nsizing_gpu = 'h100'\nsizing_gpus = 1")
-    # throughput, latency, latency_cdf, pareto and one timeline
+    # throughput, latency, latency_cdf, pareto and one timeline (no capacity search: a line instead)
     assert _images(nb) == 5
     assert {p.name for p in out.glob("*.png")} == {"throughput.png", "latency.png", "latency_cdf.png",
                                                     "pareto.png", "timeline.png"}
@@ -63,6 +63,20 @@ def test_bench_report_notebook_shows_every_chart_of_a_fresh_run(results, tmp_pat
     assert html.count('src="data:image/png;base64,') == 5
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "sizing: qwen2.5-7b-instruct bf16 on 1x h100-sxm" in text  # the overlay was drawn
+
+
+def test_bench_report_notebook_shows_a_capacity_search(tmp_path):
+    run = tmp_path / "cap"
+    proc = subprocess.run([sys.executable, "-m", "bench", "capacity", "--slo", "ttft=60ms", "--limit", "8",
+                           "--sim-max-batch", "2", "--num-requests", "6", "--output-len", "8", "--sim-ttft-ms", "20",
+                           "--sim-itl-ms", "5", "--no-progress", "--no-telemetry", "--out", str(run)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    nb = _execute("bench_report.ipynb", f"runs = [{str(run)!r}]\nout_dir = None\nsizing_model = None\n"
+                                        "sizing_gpu = None\nsizing_gpus = None")
+    cell = next(c for c in nb.cells if c.cell_type == "code" and 'report.chart("capacity")' in c.source)
+    assert any("image/png" in o.get("data", {}) for o in cell.outputs)
+    assert "concurrent requests" in "".join(o.get("text", "") for o in cell.outputs)
 
 
 def test_sizing_explorer_notebook_draws_its_four_charts(tmp_path):
