@@ -470,7 +470,8 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
                 entry["telemetry"] = tele[r.level.label]
             levels.append(entry)
         run_info["phases"] = [{"label": r.level.label, "concurrency": r.level.concurrency,
-                               "request_rate": r.level.request_rate, "start_ns": r.start_ns, "end_ns": r.end_ns,
+                               "request_rate": r.level.request_rate, "ramp_up_s": r.level.ramp_up_s,
+                               "start_ns": r.start_ns, "end_ns": r.end_ns,
                                "client": r.client} for r in results]
         run_info["status"] = "aborted" if aborted else "interrupted" if runner.state.stopping else "completed"
         run_info["finished_at"] = utc_now_iso()
