@@ -148,9 +148,11 @@ def label(by: str, load: float) -> str:
     return f"c={int(load)}" if by == "concurrency" else f"rate={load:g}/s"
 
 
-def result(search: Search, criteria: Criteria, probes: list[dict[str, Any]]) -> dict[str, Any]:
+def result(search: Search, criteria: Criteria, probes: list[dict[str, Any]],
+           pending: float | None = None) -> dict[str, Any]:
     """What summary.json keeps under ``capacity``: the answer, the criteria and every level's verdict, in the order
-    they ran. ``probes`` are ``{"phase", "load", "verdict": Verdict, "entry": summary entry}``."""
+    they ran. ``probes`` are ``{"phase", "load", "verdict": Verdict, "entry": summary entry}``; ``pending`` is the
+    load the search wanted next when the run ended before it (Ctrl-C): the answer is then provisional."""
     best = search.best
     at_best = next((p for p in probes if p["load"] == best), None)
     fail = search.lowest_failure
@@ -172,6 +174,9 @@ def result(search: Search, criteria: Criteria, probes: list[dict[str, Any]]) -> 
         if at_fail is not None:
             sentence += f"; at {fail:g}: {at_fail['verdict'].reason}"
         sentence += "."
+    if pending is not None and probes:
+        sentence = (f"The search was stopped before it ended (it would have tried {label(search.by, pending)} next), "
+                    f"so this is provisional. {sentence}")
     return {
         "by": search.by,
         "unit": unit,
@@ -181,6 +186,7 @@ def result(search: Search, criteria: Criteria, probes: list[dict[str, Any]]) -> 
         "max_load": best,
         "limited_by_search_limit": search.limited,
         "lowest_failing_load": fail,
+        "complete": pending is None,
         "sentence": sentence,
         "probes": [{"phase": p["phase"], "load": p["load"], "passed": p["verdict"].passed,
                     "good_fraction": p["verdict"].good_fraction, "error_rate": p["verdict"].error_rate,
@@ -216,13 +222,14 @@ def from_run(run_info: dict[str, Any], ran: list[tuple[str, float, list]], level
     search = Search(spec["by"], spec["start"], spec["limit"], spec["precision"])
     entries = {lv["phase"]: lv for lv in levels}
     probes = []
+    pending = None
     for phase, load, records in ran:
         if phase not in entries:
             continue
         verdict = judge(entries[phase], [derive(r) for r in records if not r.warmup], criteria)
-        search.next(load, verdict.passed)
+        pending = search.next(load, verdict.passed)
         probes.append({"phase": phase, "load": load, "verdict": verdict, "entry": entries[phase]})
-    return result(search, criteria, probes)
+    return result(search, criteria, probes, pending)
 
 
 def parse_label(text: str) -> tuple[int | None, float | None]:

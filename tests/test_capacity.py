@@ -130,6 +130,7 @@ def test_capacity_command_finds_the_servers_batch_limit(make_sim, cli, tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     found = summary["run"]["capacity"]
     assert found["max_load"] == MAX_BATCH, found["sentence"]
+    assert found["complete"] is True and "provisional" not in found["sentence"]
     assert found["lowest_failing_load"] == MAX_BATCH + 1
     assert f"Capacity: {MAX_BATCH} concurrent requests" in res.stdout
     # every level it tried is a full level of the run: records, summary entry, verdict
@@ -197,3 +198,44 @@ def test_bad_capacity_flags_get_one_sentence(cli, argv, flag):
     res = cli(*argv)
     assert res.returncode == 2
     assert flag in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_bad_key_stops_the_search_at_once_with_one_sentence(make_sim, cli, tmp_path):
+    sim = make_sim(ttft_ms=5, itl_ms=1, api_key="right-key")
+    out = tmp_path / "bad"
+    res = cli("capacity", "--base-url", sim.url, "--slo", "ttft=1s", "--api-key", "wrong-key", "--output-len", "4",
+              "--out", str(out), "--no-progress")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "wrong-key" not in res.stdout + res.stderr
+
+
+def test_ctrl_c_ends_the_search_and_keeps_what_was_measured(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    out = tmp_path / "int"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "capacity", "--slo", "ttft=10s", "--limit", "64",
+                             "--sim-ttft-ms", "5", "--sim-itl-ms", "20", "--output-len", "10", "--no-progress",
+                             "--no-telemetry", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, COLUMNS="200"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until a few levels have run
+        if (out / "requests.jsonl").exists() and len((out / "requests.jsonl").read_bytes().splitlines()) >= 25:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    found = summary["run"]["capacity"]
+    assert [p["phase"] for p in found["probes"]] == [lv["phase"] for lv in summary["levels"]]
+    assert len(found["probes"]) >= 2 and found["max_load"] is not None
+    assert found["max_load"] < 64  # interrupted: it never got to the limit
+    assert found["complete"] is False and "stopped before it ended" in found["sentence"]
+    assert "provisional" in stdout
