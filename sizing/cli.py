@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from sizing.errors import SizingError
-from sizing.units import parse_duration_s, parse_int_list, parse_tokens
+from sizing.units import parse_duration_s, parse_int_list, parse_slo, parse_tokens
 
 COMMANDS = ("recommend", "models", "gpus", "quants", "validate", "plot", "calibrate", "probe")
 
@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--input-len", type=int, default=1024, help="prompt tokens per request (default 1024)")
     rec.add_argument("--output-len", type=int, default=512, help="output tokens per request (default 512)")
     rec.add_argument("--concurrency", default="1,10,100", help="concurrent requests to estimate, e.g. 1,10,100")
+    rec.add_argument("--slo", metavar="ttft=2s,tpot=50ms", help="targets as `bench run/capacity --slo` takes them "
+                     "(ttft and tpot; same as --slo-ttft/--slo-tpot)")
     rec.add_argument("--slo-tpot", help="time-per-output-token target, e.g. 50ms")
     rec.add_argument("--slo-ttft", help="time-to-first-token target, e.g. 2s")
     rec.add_argument("--kv-cache-dtype", default="auto", help="auto (model dtype), fp16, bf16, fp8, int8")
@@ -134,6 +136,12 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             raise SizingError(flag, f"{flag} must be a positive number of USD, got {value}.")
     if args.launch_command and not args.gpu:
         raise SizingError("--launch-command", "--launch-command needs --gpu: the command is for one card's layout.")
+    if args.slo:
+        slo = parse_slo(args.slo)
+        if (args.slo_ttft and "ttft" in slo) or (args.slo_tpot and "tpot" in slo):
+            raise SizingError("--slo", "--slo and --slo-ttft/--slo-tpot both set the same target: give one.")
+        args.slo_ttft = args.slo_ttft or slo.get("ttft")
+        args.slo_tpot = args.slo_tpot or slo.get("tpot")
     request = Request(
         model=args.model, gpu=args.gpu, quant=args.quant, gpus=args.gpus,
         context_tokens=parse_tokens(args.context, "--context") if args.context else None,

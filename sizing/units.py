@@ -29,6 +29,23 @@ def parse_duration_s(text: str, flag: str) -> float:
     return value_s
 
 
+def parse_slo(text: str, flag: str = "--slo") -> dict[str, str]:
+    """'ttft=2s,tpot=50ms' -> {'ttft': '2s', 'tpot': '50ms'} (each checked as a duration; sizing models TTFT and
+    TPOT, so other names bench knows -- itl, e2e, ttfat -- are refused with a sentence)."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in ("ttft", "tpot"):
+            raise SizingError(flag, f"{flag} got {part!r}; sizing predicts ttft and tpot: give NAME=DURATION with "
+                                    "NAME ttft or tpot, e.g. --slo ttft=2s,tpot=50ms.")
+        parse_duration_s(value.strip(), flag)
+        out[name] = value.strip()
+    if not out:
+        raise SizingError(flag, f"{flag} is empty; example: --slo ttft=2s,tpot=50ms.")
+    return out
+
+
 def parse_int_list(text: str, flag: str, minimum: int = 1) -> tuple[int, ...]:
     """'1,10,100' -> (1, 10, 100); every item an integer >= minimum."""
     items = [item.strip() for item in str(text).split(",") if item.strip()]

@@ -83,6 +83,10 @@ def test_without_gpu_every_card_is_compared() -> None:
     (("recommend", "--model", "qwen2.5-7b", "--gpu", "h100", "--calibration", "x.json"), "--calibration",
      "no file at 'x.json'"),
     (("recomend", "--model", "r1"), "recommend", "did you mean"),
+    (("recommend", "--model", "qwen2.5-7b", "--gpu", "h100", "--slo", "e2e=2s"), "--slo", "ttft or tpot"),
+    (("recommend", "--model", "qwen2.5-7b", "--gpu", "h100", "--slo", "ttft=2"), "--slo", "2s"),
+    (("recommend", "--model", "qwen2.5-7b", "--gpu", "h100", "--slo", "ttft=2s", "--slo-ttft", "1s"), "--slo",
+     "give one"),
 ])
 def test_typos_and_impossible_asks_exit_2_with_one_clear_sentence(args, flag, words) -> None:
     done = run(*args)
@@ -155,3 +159,12 @@ def test_a_predicted_capacity_comes_with_the_bench_command_that_measures_it() ->
     assert args.command == "capacity"
     assert args.slo == parse_slo("ttft=1.5s,tpot=45ms")
     assert (args.input_len.a, args.output_len.a, args.ignore_eos) == (512, 128, True)
+
+
+def test_slo_takes_the_same_targets_as_slo_ttft_and_slo_tpot() -> None:
+    base = ("recommend", "--model", "qwen2.5-7b", "--gpu", "a10", "--input-len", "512", "--output-len", "128", "--json")
+    combined = json.loads(run(*base, "--slo", "ttft=1.5s,tpot=45ms").stdout)["slo"]
+    separate = json.loads(run(*base, "--slo-ttft", "1.5s", "--slo-tpot", "45ms").stdout)["slo"]
+    assert combined == separate and combined["ttft_s"] == 1.5 and combined["tpot_s"] == 0.045
+    only_tpot = json.loads(run(*base, "--slo", "tpot=45ms").stdout)["slo"]
+    assert only_tpot["ttft_s"] is None and only_tpot["max_concurrency"] >= combined["max_concurrency"]
