@@ -538,6 +538,57 @@ def cmd_sim(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+# ---- bench compare ------------------------------------------------------------------------------------------
+
+def compare_threshold(text: str) -> float:
+    from .compare import parse_fraction
+    try:
+        return parse_fraction(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def regression_gate(text: str) -> dict[str, float]:
+    from .compare import parse_gate
+    try:
+        return parse_gate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_compare_arguments(p: argparse.ArgumentParser) -> None:
+    from .compare import DEFAULT_THRESHOLD, METRIC_NAMES
+    p.add_argument("baseline", type=Path, metavar="BASELINE_RUN", help="run folder of the reference (before)")
+    p.add_argument("candidate", type=Path, metavar="CANDIDATE_RUN", help="run folder of the change (after)")
+    p.add_argument("--threshold", type=compare_threshold, default=DEFAULT_THRESHOLD, metavar="PCT",
+                   help="relative changes up to this are \"same\" (noise): 5%%, or 0.05 (default 5%%)")
+    p.add_argument("--fail-on-regression", type=regression_gate, metavar="NAME=PCT[,...]",
+                   help="exit 3 when a matched level's metric got worse by more than PCT, e.g. "
+                        "ttft_p99=10%%,tpot_mean=5%%,output_tokens_per_s=5%%; names: "
+                        + ", ".join(METRIC_NAMES) + " (docs/compare.md)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every comparison instead of tables")
+
+
+def cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .compare import EXIT_REGRESSION, CompareInputError, check_gate, compare_runs, read_run_folder, to_json
+
+    try:
+        base_run, base_summary = read_run_folder(args.baseline, "BASELINE_RUN")
+        cand_run, cand_summary = read_run_folder(args.candidate, "CANDIDATE_RUN")
+    except CompareInputError as e:
+        parser.error(str(e))
+    comparison = compare_runs(base_run, base_summary, cand_run, cand_summary, threshold=args.threshold,
+                              baseline_dir=str(args.baseline), candidate_dir=str(args.candidate))
+    gate = check_gate(comparison, args.fail_on_regression) if args.fail_on_regression else None
+    if args.json:
+        print(json.dumps(to_json(comparison, gate), indent=2, allow_nan=False))
+    else:
+        from .compare_render import render
+        from .console import default_console
+        render(comparison, gate, default_console())
+    return EXIT_REGRESSION if gate is not None and not gate.passed else 0
+
+
 # ---- main ---------------------------------------------------------------------------------------------------
 
 def build_parser() -> Parser:
@@ -555,6 +606,9 @@ def build_parser() -> Parser:
     rep = sub.add_parser("report", help="figures and an HTML page from run folders (several: side by side)")
     from .report import add_arguments as add_report_arguments
     add_report_arguments(rep)
+    comp = sub.add_parser("compare", help="compare two run folders level by level: better, worse or the same; "
+                          "--fail-on-regression makes it a CI gate")
+    add_compare_arguments(comp)
     selftest = sub.add_parser("selftest", help="measure this client's accuracy and capacity against the "
                               "simulated endpoint's ground truth")
     from .selftest import add_arguments as add_selftest_arguments
@@ -588,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from .report import main as report_main
             return report_main(args)
+        if args.command == "compare":
+            return cmd_compare(args, sub)
         if args.command == "selftest":
             from .selftest import main as selftest_main
             return selftest_main(args, sub)
