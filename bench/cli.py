@@ -417,15 +417,17 @@ def cmd_capacity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 def cmd_summarize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .console import ConsoleObserver
-    from .results import capacity_of_run_dir, summarize_run_dir, write_summary
+    from .results import capacity_of_run_dir, read_json, summarize_run_dir, write_summary
 
     run_dir: Path = args.run_dir
     if not (run_dir / "run.json").is_file() or not (run_dir / "requests.jsonl").is_file():
         parser.error(f"RUN_DIR {str(run_dir)!r} is not a run folder (it needs run.json and requests.jsonl)")
     levels = summarize_run_dir(run_dir)
     found = capacity_of_run_dir(run_dir, levels)
-    write_summary(run_dir, levels, {"run_dir": str(run_dir), "rederived": True,
-                                    **({"capacity": found} if found else {})})
+    target = (read_json(run_dir / "run.json").get("target") or {})
+    write_summary(run_dir, levels, {"run_dir": str(run_dir), "model": target.get("model"), "api": target.get("api"),
+                                    "base_url": target.get("base_url"), "simulated": target.get("simulated"),
+                                    "rederived": True, **({"capacity": found} if found else {})})
     ui = ConsoleObserver()
     ui.table(levels, title=f"bench summarize: {run_dir}")
     if found:

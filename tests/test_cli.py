@@ -59,15 +59,21 @@ def test_summarize_rederives_the_same_summary(cli, tmp_path):
     res = cli("run", "--concurrency", "2", "--num-requests", "6", *FAST_SIM, "--out", str(out), "--no-progress",
               "--slo", "ttft=1s,tpot=500ms")
     assert res.returncode == 0, res.stderr
-    original = json.loads((out / "summary.json").read_text())["levels"]
+    first = json.loads((out / "summary.json").read_text())
+    original = first["levels"]
     (out / "summary.json").unlink()
     (out / "summary.csv").unlink()
     res2 = cli("summarize", str(out))
     assert res2.returncode == 0, res2.stderr
-    again = json.loads((out / "summary.json").read_text())["levels"]
-    for key in ("requests", "ok", "ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "output_tokens_per_s", "goodput"):
+    second = json.loads((out / "summary.json").read_text())
+    again = second["levels"]
+    for key in ("requests", "ok", "ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "output_tokens_per_s", "goodput",
+                "steady_output_tokens_per_s"):
         assert again[0][key] == original[0][key], key
     assert again[0]["goodput"]["good_requests"] == 6
+    for key in ("model", "api", "base_url", "simulated"):  # what the run was, kept
+        assert second["run"][key] == first["run"][key], key
+    assert second["run"]["rederived"] is True
 
 
 @pytest.mark.parametrize("argv, flag", [
