@@ -18,7 +18,6 @@ import numpy as np
 from . import __version__, aio, capacity, errors
 from .apis import APIS, PromptSpec
 from .client import Target, send
-from .metrics import derive
 from .preflight import PreflightError, ServerInfo, check_model, fetch_server_info
 from .records import RecordWriter, RequestRecord
 from .results import (
@@ -416,10 +415,10 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
         search = _CapacityRun(config, observer) if config.capacity else None
         if search is not None:
             config = replace(config, levels=(search.first_level(),))
-        per_level = {lv.label: (requests_for_level(lv, config.num_requests) if config.duration_s is None else None)
-                     for lv in config.levels}
+        per_level = {lv.label: (lv.num_requests or requests_for_level(lv, config.num_requests)
+                                if config.duration_s is None else None) for lv in config.levels}
         most = search.largest_level() if search else None
-        in_flight = max((lv.concurrency or 1) for lv in config.levels + ((most,) if most else ()))
+        in_flight = max(_in_flight_bound(lv, config) for lv in config.levels + ((most,) if most else ()))
         async with make_session(in_flight, config.timeout_s) as session:
             async with aiohttp.ClientSession(trust_env=False) as probe_session:  # GET /v1/models, /version
                 target, info, why_not = await _resolve_target(config, probe_session, session, base, simulated,
@@ -428,8 +427,7 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
                 return Outcome(None, [], 1, why_not)
             secrets = [target.api_key] if target.api_key else []
             plan = _plan(config, per_level, observer,
-                         most=requests_for_level(most, config.num_requests) if most and config.duration_s is None
-                         else None)
+                         most=most.num_requests if most else None)
             run_dir = config.out_dir or new_run_dir(config.results_dir, config.label or
                                                     ("sim" if simulated else f"{target.model}_{config.api}"))
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -471,13 +469,14 @@ async def _run(config: BenchConfig, observer: Observer, runner_box: list) -> Out
             levels.append(entry)
         run_info["phases"] = [{"label": r.level.label, "concurrency": r.level.concurrency,
                                "request_rate": r.level.request_rate, "ramp_up_s": r.level.ramp_up_s,
+                               "num_requests": r.level.num_requests,
                                "start_ns": r.start_ns, "end_ns": r.end_ns,
                                "client": r.client} for r in results]
         run_info["status"] = "aborted" if aborted else "interrupted" if runner.state.stopping else "completed"
         run_info["finished_at"] = utc_now_iso()
         write_json(run_dir / "run.json", run_info)
-        found = (capacity.from_run(run_info, [(r.level.label, _load_of(r.level), r.records) for r in results], levels)
-                 if search else None)
+        found = (capacity.from_run(run_info, [(r.level.label, _load_of(r.level), r.records, r.level.num_requests)
+                                              for r in results], levels) if search else None)
         write_summary(run_dir, levels, {"run_dir": str(run_dir), "model": target.model, "api": config.api,
                                         "base_url": target.base_url, "simulated": simulated,
                                         **({"capacity": found} if found else {})})
@@ -499,11 +498,22 @@ class _CapacityRun:
         self.criteria = capacity.Criteria(config.slo or {}, opts.goodput_min, opts.error_rate_max)
         observer.note(f"Searching the highest {'concurrency' if opts.by == 'concurrency' else 'request rate'} "
                       f"with {self.criteria.describe()}")
+        if opts.by == "concurrency" and opts.start > 1 and opts.ramp_up_s is None:
+            observer.note(f"note: the first level (c={int(opts.start)}) starts its users all at once (there is no "
+                          "earlier level to time a ramp-up by): give --ramp-up S, about one request's time, for a "
+                          "steady start")
 
     def level(self, load: float, ramp_up_s: float = 0.0) -> LoadLevel:
         if self.opts.by == "concurrency":
-            return LoadLevel(capacity.label("concurrency", load), int(load), ramp_up_s=ramp_up_s)
-        return LoadLevel(capacity.label("rate", load), self.opts.max_concurrency, load)
+            c = int(load)
+            n = None if self.config.duration_s is not None else max(
+                requests_for_level(LoadLevel("", c), self.config.num_requests), 2 * c)
+            if self.config.duration_s is not None:  # every user arrives well within the level
+                ramp_up_s = min(ramp_up_s, self.config.duration_s / 4)
+            return LoadLevel(capacity.label("concurrency", c), c, num_requests=n, ramp_up_s=ramp_up_s)
+        level = LoadLevel(capacity.label("rate", load), self.opts.max_concurrency, load)
+        n = None if self.config.duration_s is not None else requests_for_level(level, self.config.num_requests)
+        return replace(level, num_requests=n)
 
     def first_level(self) -> LoadLevel:
         return self.level(self.search.first(), self.opts.ramp_up_s or 0.0)
@@ -512,30 +522,39 @@ class _CapacityRun:
         return self.level(self.search.limit)
 
     def next_level(self, result: LevelResult) -> LoadLevel | None:
-        verdict, entry = _judge(result.level, result.records, self.config.slo, self.criteria)
+        metrics = capacity.level_metrics(result.records, open_loop=self.opts.by == "rate")
+        if not metrics:
+            self.observer.note(f"{result.level.label:>10}: no request was measured; the search stops (give more "
+                               "--num-requests or --duration, or less --warmup)")
+            return None
+        verdict = capacity.judge(metrics, self.criteria)
         self.observer.note(f"{result.level.label:>10}: {'within' if verdict.passed else 'OUTSIDE'} the objectives "
                            f"({verdict.reason})")
-        load = _load_of(result.level)
-        following = self.search.next(load, verdict.passed)
+        following = self.search.next(_load_of(result.level), verdict.passed)
         if following is None:
             return None
         ramp = self.opts.ramp_up_s
         if ramp is None:  # one request's time, as the last level measured it
-            e2e = (entry.get("e2e_ms") or {}).get("mean")
-            ramp = e2e / 1000 if e2e is not None else 0.0
-        level = self.level(following, ramp)
-        n = requests_for_level(level, self.config.num_requests) if self.config.duration_s is None else None
-        return replace(level, num_requests=n)
+            e2e = [m.e2e_ms for m in metrics if m.e2e_ms is not None]
+            ramp = sum(e2e) / len(e2e) / 1000 if e2e else 0.0
+        return self.level(following, ramp)
+
+
+def _in_flight_bound(level: LoadLevel, config: BenchConfig) -> int:
+    """The most requests a level can have in flight (for the open-files limit): its concurrency, or for an uncapped
+    rate about 30 s of arrivals (a slow server holds them all), at most what the level sends."""
+    if level.concurrency:
+        return level.concurrency
+    if level.request_rate is None:
+        return 1
+    planned = level.num_requests or requests_for_level(level, config.num_requests)
+    if math.isinf(level.request_rate):
+        return planned
+    return max(1, min(planned if config.duration_s is None else 1 << 30, int(level.request_rate * 30)))
 
 
 def _load_of(level: LoadLevel) -> float:
-    return level.request_rate if level.request_rate is not None else float(level.concurrency or 1)
-
-
-def _judge(level: LoadLevel, records: list[RequestRecord], slo, criteria) -> tuple[Any, dict[str, Any]]:
-    entry = summarize_level(level.label, records, concurrency=level.concurrency, request_rate=level.request_rate,
-                            slo=slo)
-    return capacity.judge(entry, [derive(r) for r in records if not r.warmup], criteria), entry
+    return level.request_rate if level.request_rate is not None else int(level.concurrency or 1)
 
 
 class _ScrubbingWriter:

@@ -16,12 +16,13 @@ Closed loop (``by="concurrency"``): levels ``c=N``. Open loop (``by="rate"``): l
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .metrics import RequestMetrics, derive
-from .slo import SLO_METRICS
+from .slo import SLO_METRICS, is_good
 
 _NAMES = {v: k for k, v in SLO_METRICS.items()}
 
@@ -40,36 +41,57 @@ class Criteria:
 
 @dataclass(frozen=True)
 class Verdict:
-    passed: bool
+    passed: bool | None  # None: not judged (a level cut short, or nothing measured)
     good_fraction: float | None
     error_rate: float | None
     reason: str  # one phrase: why it passed or failed
     missed: dict[str, float]  # per objective: fraction of successful requests over its threshold
 
 
-def judge(entry: dict[str, Any], metrics: Iterable[RequestMetrics], criteria: Criteria) -> Verdict:
-    """The verdict on one level, from its summary entry (``goodput``, ``error_rate``) and its measured requests'
-    metrics (for which objective was missed how often)."""
+def judge(metrics: Iterable[RequestMetrics], criteria: Criteria) -> Verdict:
+    """The verdict on one level from its measured requests' metrics (as :func:`level_metrics` gives them)."""
+    metrics = list(metrics)
     ok = [m for m in metrics if m.ok]
     missed = {}
     for key, limit in criteria.slo.items():
         over = sum(1 for m in ok if _misses(m, key, limit))
         missed[_NAMES.get(key, key)] = over / len(ok) if ok else 1.0
-    goodput = entry.get("goodput") or {}
-    good = goodput.get("fraction")
-    err = entry.get("error_rate")
-    if not entry.get("requests"):
+    if not metrics:
         return Verdict(False, None, None, "no request was measured", missed)
-    if not entry.get("ok"):
+    good = sum(1 for m in metrics if is_good(m, criteria.slo)) / len(metrics)
+    err = (len(metrics) - len(ok)) / len(metrics)
+    if not ok:
         return Verdict(False, good, err, "no request succeeded", missed)
-    if err is not None and err > criteria.error_rate_max:
-        return Verdict(False, good, err, f"{err:.1%} errors (> {criteria.error_rate_max:.0%})", missed)
-    if good is None or good < criteria.goodput_min:
-        worst = ", ".join(f"{name} missed by {frac:.0%}" for name, frac in
+    if err > criteria.error_rate_max:
+        return Verdict(False, good, err, f"{pct(err)} errors (> {pct(criteria.error_rate_max)})", missed)
+    if good < criteria.goodput_min:
+        worst = ", ".join(f"{name} missed by {pct(frac)}" for name, frac in
                           sorted(missed.items(), key=lambda kv: -kv[1]) if frac > 0) or "objectives missed"
-        return Verdict(False, good, err, f"{(good or 0):.0%} met the SLO (< {criteria.goodput_min:.0%}): {worst}",
-                       missed)
-    return Verdict(True, good, err, f"{good:.0%} met the SLO", missed)
+        return Verdict(False, good, err, f"{pct(good)} met the SLO (< {pct(criteria.goodput_min)}): {worst}", missed)
+    return Verdict(True, good, err, f"{pct(good)} met the SLO", missed)
+
+
+def pct(x: float) -> str:
+    """A share as a percentage, whole when it is whole (95%), else to 0.1 (94.7%): never rounded onto a threshold."""
+    return f"{x:.0%}" if abs(x * 100 - round(x * 100)) < 1e-9 else f"{x:.1%}"
+
+
+def from_schedule(m: RequestMetrics, record) -> RequestMetrics:
+    """For open-loop levels: TTFT, TTFAT and E2E counted from the request's scheduled arrival, so that time it was
+    held back before sending (by ``--max-concurrency``, or a lagging client) counts against the objectives, as the
+    user arriving then would feel it."""
+    if record.scheduled_ns is None or not record.send_ns or record.send_ns <= record.scheduled_ns:
+        return m
+    held_ms = (record.send_ns - record.scheduled_ns) / 1e6
+    shift = {k: getattr(m, k) + held_ms for k in ("ttft_ms", "ttfat_ms", "e2e_ms") if getattr(m, k) is not None}
+    return dataclasses.replace(m, **shift)
+
+
+def level_metrics(records: list, open_loop: bool) -> list[RequestMetrics]:
+    """The measured requests' metrics as the search judges them (see :func:`from_schedule`)."""
+    measured = [r for r in records if not r.warmup]
+    metrics = [derive(r) for r in measured]
+    return [from_schedule(m, r) for m, r in zip(metrics, measured)] if open_loop else metrics
 
 
 def _misses(m: RequestMetrics, key: str, limit: float) -> bool:
@@ -118,7 +140,11 @@ class Search:
         if hi is None:  # still doubling
             if load >= self.limit:
                 return None
-            return self._round(min(self.limit, load * 2))
+            doubled = load * 2
+            if doubled >= self.limit:
+                return self.limit  # the limit itself, never a rounding of it (which could repeat or pass it)
+            following = self._round(doubled)
+            return following if load < following < self.limit else self.limit
         if lo is None:  # the lowest load tried failed: nothing below start is tried
             return None
         if self._close_enough(lo, hi):
@@ -160,8 +186,12 @@ def result(search: Search, criteria: Criteria, probes: list[dict[str, Any]],
     unit = "concurrent requests" if search.by == "concurrency" else "requests/s"
     if best is None:
         first = probes[0] if probes else None
-        sentence = (f"No load met the objectives: {first['phase']} already failed "
-                    f"({first['verdict'].reason})." if first else "Nothing was measured.")
+        if first is None:
+            sentence = "Nothing was measured."
+        elif first["verdict"].passed is None:
+            sentence = f"No answer: {first['phase']}, the first level, was {first['verdict'].reason}."
+        else:
+            sentence = f"No load met the objectives: {first['phase']} already failed ({first['verdict'].reason})."
     elif search.limited:
         sentence = (f"At least {best:g} {unit}: every level up to the limit ({search.limit:g}) met the objectives; "
                     "raise --limit to find the edge.")
@@ -175,8 +205,10 @@ def result(search: Search, criteria: Criteria, probes: list[dict[str, Any]],
             sentence += f"; at {fail:g}: {at_fail['verdict'].reason}"
         sentence += "."
     if pending is not None and probes:
-        sentence = (f"The search was stopped before it ended (it would have tried {label(search.by, pending)} next), "
-                    f"so this is provisional. {sentence}")
+        unjudged = next((p for p in probes if p["verdict"].passed is None), None)
+        why = (f"{unjudged['phase']} was {unjudged['verdict'].reason.split(':')[0]}" if unjudged
+               else f"it would have tried {label(search.by, pending)} next")
+        sentence = f"The search did not finish ({why}), so this is provisional. {sentence}"
     return {
         "by": search.by,
         "unit": unit,
@@ -210,23 +242,35 @@ def _fmt_ms(ms: float) -> str:
     return f"{ms / 1000:g} s" if ms >= 1000 else f"{ms:g} ms"
 
 
-def from_run(run_info: dict[str, Any], ran: list[tuple[str, float, list]], levels: list[dict[str, Any]]
-             ) -> dict[str, Any] | None:
-    """The capacity answer of a run: its levels (label, load, records, in the order they ran) judged again and the
-    search replayed on those verdicts, so ``bench summarize`` re-derives the same answer from the records. None when
-    the run was not a capacity search (no ``capacity`` in ``run.json``)."""
+def from_run(run_info: dict[str, Any], ran: list[tuple[str, float, list, int | None]],
+             levels: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The capacity answer of a run: its levels (label, load, records, planned measured requests or None; in the
+    order they ran) judged again and the search replayed on those verdicts, so ``bench summarize`` re-derives the
+    same answer from the records. A level that was cut short -- the last one of a run that did not complete
+    (Ctrl-C, an abort, a crash) with fewer measured requests than planned -- is not judged, nor is one that measured
+    nothing: the answer is then provisional. None when the run was not a capacity search."""
     spec = run_info.get("capacity")
     if not spec:
         return None
     criteria = Criteria(run_info.get("slo") or {}, spec["goodput_min"], spec["error_rate_max"])
     search = Search(spec["by"], spec["start"], spec["limit"], spec["precision"])
     entries = {lv["phase"]: lv for lv in levels}
+    finished = run_info.get("status") == "completed"
     probes = []
     pending = None
-    for phase, load, records in ran:
-        if phase not in entries:
-            continue
-        verdict = judge(entries[phase], [derive(r) for r in records if not r.warmup], criteria)
+    ran = [item for item in ran if item[0] in entries]
+    for i, (phase, load, records, planned) in enumerate(ran):
+        metrics = level_metrics(records, open_loop=spec["by"] == "rate")
+        last = i == len(ran) - 1
+        cut = last and not finished and (planned is None or len(metrics) < planned)
+        if cut or not metrics:
+            why = ("cut short (the run ended during it): not judged" if cut
+                   else "no request was measured (more --num-requests or --duration, less --warmup): not judged")
+            probes.append({"phase": phase, "load": load, "entry": entries[phase],
+                           "verdict": Verdict(None, None, None, why, {})})
+            pending = load
+            break
+        verdict = judge(metrics, criteria)
         pending = search.next(load, verdict.passed)
         probes.append({"phase": phase, "load": load, "verdict": verdict, "entry": entries[phase]})
     return result(search, criteria, probes, pending)

@@ -373,8 +373,8 @@ def add_capacity_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--limit", type=positive_float, default=None, metavar="N",
                    help="highest load tried (default 256 concurrent requests, or 256 requests/s)")
     c.add_argument("--precision", type=fraction, default=0.1, metavar="X",
-                   help="stop bisecting when the highest pass and lowest failure are within X of each other "
-                        "(default 0.1 = 10%%; concurrency always to 1 request)")
+                   help="stop bisecting when the highest pass and lowest failure are within X of the pass (default "
+                        "0.1 = 10%%; for concurrency never coarser than 1 request; 0 = to the exact request)")
     c.add_argument("--goodput-min", type=fraction, default=0.95, metavar="X",
                    help="a level passes when at least X of its requests succeed and meet every --slo objective "
                         "(default 0.95)")
@@ -390,6 +390,15 @@ def cmd_capacity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if not args.slo:
         parser.error("bench capacity needs --slo: the objectives every level must meet "
                      "(example: --slo ttft=2s,tpot=100ms; names: ttft, ttfat, tpot, itl, e2e)")
+    for flag, value in (("--start", args.start), ("--limit", args.limit)):
+        if value is not None and math.isinf(value):
+            parser.error(f"{flag} must be a finite number (of concurrent requests, or requests/s with --by rate)")
+    if args.no_stream and any(k != "e2e_ms" for k in args.slo):
+        parser.error("--slo: without streaming (--no-stream) only e2e can be measured; drop --no-stream or give "
+                     "--slo e2e=...")
+    if args.fail_on_error_rate is not None:
+        parser.error("--fail-on-error-rate does not apply to bench capacity: its search pushes levels past the edge "
+                     "on purpose; use --max-error-rate (the error share a level may have and still pass)")
     if args.concurrency or args.request_rate:
         parser.error("bench capacity chooses the levels itself: instead of --concurrency/--request-rate give "
                      "--by concurrency|rate, --start and --limit")

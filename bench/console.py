@@ -117,7 +117,7 @@ def render_capacity(found: dict[str, Any]) -> Table:
         table.add_column(name, justify=justify)
     best = found.get("max_load")
     for p in sorted(found["probes"], key=lambda p: p["load"]):
-        verdict = "pass" if p["passed"] else "FAIL"
+        verdict = "not judged" if p["passed"] is None else "pass" if p["passed"] else "FAIL"
         if best is not None and p["load"] == best:
             verdict += " <- capacity"
         good, err = p.get("good_fraction"), p.get("error_rate")

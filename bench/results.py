@@ -156,6 +156,7 @@ def capacity_of_run_dir(run_dir: Path, levels: list[dict[str, Any]]) -> dict[str
     by_phase: dict[str, list[RequestRecord]] = {}
     for rec in read_records(run_dir / "requests.jsonl"):
         by_phase.setdefault(rec.phase, []).append(rec)
-    ran = [(lv["phase"], lv["request_rate"] if lv.get("request_rate") is not None else float(lv["concurrency"] or 1),
-            by_phase.get(lv["phase"], [])) for lv in levels]
+    planned = {p["label"]: p.get("num_requests") for p in run.get("phases") or []}
+    ran = [(lv["phase"], lv["request_rate"] if lv.get("request_rate") is not None else int(lv["concurrency"] or 1),
+            by_phase.get(lv["phase"], []), planned.get(lv["phase"])) for lv in levels]
     return from_run(run, ran, levels)

@@ -139,6 +139,18 @@ class Runner:
         except asyncio.TimeoutError:
             pass
 
+    @staticmethod
+    async def _wait_any(events: tuple[asyncio.Event, ...], timeout_s: float) -> None:
+        """Until one of ``events`` is set or ``timeout_s`` has passed."""
+        if timeout_s <= 0 or any(e.is_set() for e in events):
+            return
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
     def probe(self) -> dict:
         """Called from the telemetry thread: a snapshot of what the client is doing."""
         return {"phase": self.state.phase, "in_flight": self.state.in_flight, "loop_lag_ms": self.state.last_lag_ms}
@@ -279,17 +291,20 @@ class Runner:
         workers = level.concurrency or 1
         start_ns = perf_counter_ns()
         ramp_ns = int(level.ramp_up_s * 1e9)
+        done = asyncio.Event()  # the level has nothing more to send: workers still waiting for their turn stop waiting
 
         async def worker(i: int) -> None:
             first_due = None
             if ramp_ns and i:  # users arrive one by one over the ramp, not all at once
                 first_due = start_ns + ramp_ns * i // workers
-                await self._sleep_unless_stopped((first_due - perf_counter_ns()) / 1e9)
+                wake = first_due if deadline_ns is None else min(first_due, deadline_ns)
+                await self._wait_any((done, self._stop_event), (wake - perf_counter_ns()) / 1e9)
             first = True
             while True:
                 scheduled = perf_counter_ns()
                 n = next(counter)
                 if not self._more(n, total, deadline_ns):
+                    done.set()
                     return
                 k = n % len(prompts)
                 # a worker's first request starts the level (all at once, or at its place in the ramp): it has no

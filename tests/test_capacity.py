@@ -49,6 +49,18 @@ def test_rate_search_brackets_the_edge_within_the_precision(threshold):
     assert search.lowest_failure - search.best <= 0.05 * search.best * 1.01  # labels are rounded to 3 digits
 
 
+@pytest.mark.parametrize("start, limit", [(1, 1024), (1, 1001), (1, 1.234), (0.01, 0.1234), (3.33, 4.995),
+                                          (7, 7), (0.5, 999.9)])
+def test_rate_doubling_ends_at_the_limit_without_repeating_or_passing_it(start, limit):
+    every = Search("rate", start=start, limit=limit)
+    tried = _search_with_oracle(every, lambda r: True)
+    assert len(tried) == len(set(tried)) and tried == sorted(tried)
+    assert tried[-1] == limit and max(tried) <= limit and every.limited
+    half = Search("rate", start=start, limit=limit, precision=0.05)
+    tried = _search_with_oracle(half, lambda r: r <= (start + limit) / 2)
+    assert len(tried) == len(set(tried)) and max(tried) <= limit
+
+
 def test_nothing_passes_and_everything_passes():
     none = Search("concurrency", start=4, limit=64)
     assert _search_with_oracle(none, lambda c: False) == [4]
@@ -82,29 +94,51 @@ def _m(ttft_ms=None, tpot_ms=None, ok=True, itl=()):
                           tokens_estimated=False, itl_estimated=False)
 
 
-def _entry(metrics, slo):
-    from bench.slo import is_good
-    ok = sum(m.ok for m in metrics)
-    good = sum(is_good(m, slo) for m in metrics)
-    return {"requests": len(metrics), "ok": ok, "error_rate": 1 - ok / len(metrics),
-            "goodput": {"fraction": good / len(metrics)}}
-
-
 def test_judge_says_which_objective_was_missed_and_how_often():
     slo = {"ttft_ms": 100.0, "tpot_ms": 20.0}
     crit = Criteria(slo, goodput_min=0.9, error_rate_max=0.05)
     metrics = [_m(50, 10)] * 8 + [_m(150, 10), _m(50, 30)]
-    v = judge(_entry(metrics, slo), metrics, crit)
+    v = judge(metrics, crit)
     assert not v.passed and v.good_fraction == pytest.approx(0.8)
     assert v.missed == {"ttft": pytest.approx(0.1), "tpot": pytest.approx(0.1)}
     assert "80%" in v.reason and "ttft" in v.reason and "tpot" in v.reason
     fine = [_m(50, 10)] * 19 + [_m(150, 10)]
-    assert judge(_entry(fine, slo), fine, crit).passed
+    assert judge(fine, crit).passed
     failing = [_m(50, 10)] * 18 + [_m(ok=False)] * 2  # 10 % errors > 5 %
-    v = judge(_entry(failing, slo), failing, crit)
+    v = judge(failing, crit)
     assert not v.passed and "errors" in v.reason
-    dead = [_m(ok=False)] * 3
-    assert not judge(_entry(dead, slo), dead, crit).passed
+    assert not judge([_m(ok=False)] * 3, crit).passed
+    assert not judge([], crit).passed
+
+
+def test_a_share_just_under_the_threshold_is_never_printed_as_the_threshold():
+    crit = Criteria({"ttft_ms": 100.0}, goodput_min=0.95)
+    metrics = [_m(50)] * 18 + [_m(150)]  # 18/19 = 94.7 %
+    v = judge(metrics, crit)
+    assert not v.passed and "94.7% met the SLO (< 95%)" in v.reason
+
+
+def test_open_loop_latency_counts_from_the_scheduled_arrival():
+    from bench.capacity import level_metrics
+    from bench.records import RequestRecord
+
+    def rec(scheduled_ms, send_ms):  # tokens 20 and 30 ms after the send, the end at 31 ms
+        send = int(send_ms * 1e6)
+        return RequestRecord(request_id="x", phase="rate=1/s", level_index=0, prompt_index=0, warmup=False,
+                             api="openai-chat", stream=True, input_len_requested=8, output_len_requested=2,
+                             scheduled_ns=int(scheduled_ms * 1e6), send_ns=send, written_ns=send,
+                             headers_ns=send + 5_000_000, end_ns=send + 31_000_000, status=200,
+                             event_offsets_ns=[20_000_000, 30_000_000, 31_000_000], event_kinds="aa-",
+                             event_chars=[4, 4, 0], prompt_tokens=8, output_tokens=2, output_tokens_client=2,
+                             stream_complete=True)
+
+    held = rec(1000, 1500)  # held back 500 ms by the in-flight cap
+    on_time = rec(1000, 1000)
+    closed, opened = level_metrics([held, on_time], open_loop=False), level_metrics([held, on_time], open_loop=True)
+    assert closed[0].ttft_ms == pytest.approx(opened[1].ttft_ms)  # measured from the send, both 20 ms
+    assert opened[0].ttft_ms == pytest.approx(closed[0].ttft_ms + 500)
+    assert opened[0].e2e_ms == pytest.approx(closed[0].e2e_ms + 500)
+    assert opened[0].tpot_ms == pytest.approx(closed[0].tpot_ms)  # decode pace is not affected
 
 
 def test_labels_parse_back_to_their_load():
@@ -193,6 +227,10 @@ def test_capacity_by_rate_reports_a_rate(make_sim, cli, tmp_path):
     (["capacity", "--slo", "ttft=1s", "--start", "1.5"], "--start"),
     (["capacity", "--slo", "ttft=1s", "--max-concurrency", "4"], "--max-concurrency"),
     (["capacity", "--slo", "ttft=1s", "--goodput-min", "2"], "--goodput-min"),
+    (["capacity", "--slo", "ttft=1s", "--limit", "inf"], "--limit"),
+    (["capacity", "--slo", "ttft=1s", "--by", "rate", "--start", "inf"], "--start"),
+    (["capacity", "--slo", "ttft=1s", "--no-stream"], "--no-stream"),
+    (["capacity", "--slo", "e2e=1s", "--fail-on-error-rate", "0.1"], "--fail-on-error-rate"),
 ])
 def test_bad_capacity_flags_get_one_sentence(cli, argv, flag):
     res = cli(*argv)
@@ -237,5 +275,42 @@ def test_ctrl_c_ends_the_search_and_keeps_what_was_measured(tmp_path):
     assert [p["phase"] for p in found["probes"]] == [lv["phase"] for lv in summary["levels"]]
     assert len(found["probes"]) >= 2 and found["max_load"] is not None
     assert found["max_load"] < 64  # interrupted: it never got to the limit
-    assert found["complete"] is False and "stopped before it ended" in found["sentence"]
+    assert found["complete"] is False and "did not finish" in found["sentence"]
     assert "provisional" in stdout
+
+
+
+def test_rate_levels_held_back_by_the_in_flight_cap_fail_on_the_wait(make_sim, cli, tmp_path):
+    # 2 at a time, ~70 ms each: the server delivers ~28 requests/s. With --max-concurrency 2 the client holds the
+    # rest back; counted from their scheduled arrival that wait breaks the TTFT objective long before 256/s.
+    sim = make_sim(ttft_ms=20, itl_ms=5, max_batch=2)
+    out = tmp_path / "capped"
+    res = cli("capacity", "--base-url", sim.url, "--by", "rate", "--start", "4", "--limit", "256",
+              "--max-concurrency", "2", "--slo", "ttft=200ms", "--output-len", "10", "--ignore-eos",
+              "--num-requests", "30", "--precision", "0.5", "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    found = json.loads((out / "summary.json").read_text())["run"]["capacity"]
+    assert found["max_load"] is not None and found["max_load"] < 60, found["sentence"]
+    assert not found["limited_by_search_limit"]
+
+
+def test_every_level_sends_at_least_twice_its_concurrency_and_a_burst_start_is_named(make_sim, cli, tmp_path):
+    sim = make_sim(ttft_ms=5, itl_ms=2, max_batch=4)
+    out = tmp_path / "few"
+    res = cli("capacity", "--base-url", sim.url, "--slo", "ttft=50ms", "--start", "2", "--limit", "8",
+              "--num-requests", "3", "--output-len", "8", "--out", str(out), "--no-progress", "--no-telemetry")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "starts its users all at once" in res.stdout
+    for lv in json.loads((out / "summary.json").read_text())["levels"]:
+        assert lv["requests"] >= 2 * lv["concurrency"], lv["phase"]
+
+
+def test_a_level_that_measured_nothing_stops_the_search_without_a_verdict(cli, tmp_path):
+    out = tmp_path / "warm"
+    res = cli("capacity", "--slo", "ttft=1s", "--duration", "0.5", "--warmup", "50", "--sim-ttft-ms", "50",
+              "--sim-itl-ms", "20", "--output-len", "20", "--out", str(out), "--no-progress", "--no-telemetry")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "no request was measured; the search stops" in res.stdout
+    found = json.loads((out / "summary.json").read_text())["run"]["capacity"]
+    assert found["max_load"] is None and found["complete"] is False
+    assert found["probes"][0]["passed"] is None and "No answer" in found["sentence"]

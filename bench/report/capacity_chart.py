@@ -45,6 +45,8 @@ def capacity_chart(searches: Sequence[tuple[str, dict[str, Any]]], where: str,
     for name, found in searches:
         color = colors.get(name, "#333333")
         part = pd.DataFrame(capacity_rows(name, found))
+        if not part.empty:  # a level cut short (or that measured nothing) was not judged: no point for it
+            part = part[part["passed"].notna()]
         if part.empty:
             continue
         rows += part.to_dict("records")
@@ -101,6 +103,8 @@ def capacity_chart(searches: Sequence[tuple[str, dict[str, Any]]], where: str,
 def _answer(found: dict[str, Any]) -> str:
     best = found.get("max_load")
     unit = found.get("unit", "")
+    provisional = "" if found.get("complete", True) else " (provisional: the search did not finish)"
     if best is None:
-        return "no load met the objectives"
-    return f"{'at least ' if found.get('limited_by_search_limit') else ''}{style.plain_number(best)} {unit}"
+        return "no load met the objectives" + provisional
+    return (f"{'at least ' if found.get('limited_by_search_limit') else ''}{style.plain_number(best)} {unit}"
+            + provisional)
