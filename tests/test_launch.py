@@ -251,9 +251,13 @@ def test_a_server_that_ignores_sigterm_is_killed_after_the_grace_period_with_all
 
 
 CALLER = textwrap.dedent("""\
-    import sys, threading, time
+    import signal, sys, threading, time
     from pathlib import Path
     from bench.launch import LaunchedServer
+    # a terminal's foreground job: SIGINT and SIGHUP at their defaults, whatever this test runner inherited (a run
+    # under nohup, or a background job of a non-interactive shell, ignores them, and ignored signals are inherited)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     port, log, how = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     server = LaunchedServer(f"{sys.executable} -m bench sim --port {port}", f"http://127.0.0.1:{port}", log)
     if how == "raise-after-start-in-thread":  # no parent-death signal then: only the atexit hook can stop it
