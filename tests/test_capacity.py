@@ -193,7 +193,7 @@ def _check_report(run_dir, found, tmp_path):
     report = build_report(load_runs([run_dir]), overlay_sizing=False)
     chart = report.chart("capacity")
     assert chart is not None
-    data = chart.data.sort_values("load")
+    data = chart.data[chart.data["source"] == "measured"].sort_values("load")
     probes = sorted(found["probes"], key=lambda p: p["load"])
     assert list(data["level"]) == [p["phase"] for p in probes]
     assert list(data["passed"]) == [p["passed"] for p in probes]
@@ -314,3 +314,41 @@ def test_a_level_that_measured_nothing_stops_the_search_without_a_verdict(cli, t
     found = json.loads((out / "summary.json").read_text())["run"]["capacity"]
     assert found["max_load"] is None and found["complete"] is False
     assert found["probes"][0]["passed"] is None and "No answer" in found["sentence"]
+
+
+def test_the_report_draws_sizings_predicted_capacity_for_an_emulated_deployment(tmp_path):
+    """A capacity run has a model and a card: its report's prediction is `sizing recommend --slo`'s answer for the
+    same tokens, drawn beside the measured answer."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench.report.build import build_report
+    from bench.report.load import RunData
+
+    from conftest import ROOT
+
+    def stats(v):
+        return dict.fromkeys(("mean", "p50", "p90", "p95", "p99", "min", "max"), v)
+
+    # a real level of the committed example run, with the token counts of the deployment asked about
+    level = json.loads((ROOT / "results" / "example-sim" / "summary.json").read_text())["levels"][0]
+    levels = [{**level, "input_tokens": stats(512.0), "output_tokens": stats(128.0)}]
+    capacity = {"by": "concurrency", "max_load": 20, "probes": [], "sentence": "Capacity: 20 concurrent requests.",
+                "criteria": {"slo": {"ttft_ms": 2000.0, "tpot_ms": 60.0}, "goodput_min": 0.95},
+                "search": {"limit": 256}, "complete": True, "unit": "concurrent requests"}
+    run = RunData(run_dir=Path(tmp_path), run={"target": {"simulated": True, "model": "qwen2.5-7b"},
+                                               "sim": {"model": "qwen2.5-7b", "gpu": "a10"}, "load": {"levels": []}},
+                  levels=levels, name="emulated", capacity=capacity)
+    report = build_report([run])
+    predicted = report.predictions[0].capacity
+    cli = subprocess.run([sys.executable, "-c", "import sys; from sizing.cli import main; sys.exit(main())",
+                          "recommend", "--model", "qwen2.5-7b", "--gpu", "a10", "--input-len", "512",
+                          "--output-len", "128", "--slo", "ttft=2s,tpot=60ms", "--json"],
+                         capture_output=True, text=True, check=True)
+    assert predicted == json.loads(cli.stdout)["slo"]["max_concurrency"]
+    chart = report.chart("capacity")
+    assert predicted in [line.get_xdata()[0] for line in chart.figure.axes[0].get_lines()
+                         if line.get_linestyle() == ":"]
+    assert "sizing predicts" in chart.caption.lower() or "sizing predicts" in " ".join(
+        t.get_text() for t in chart.figure.axes[0].texts)

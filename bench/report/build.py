@@ -99,7 +99,8 @@ def build_report(runs: Sequence[RunData], *, overlay_sizing: bool = True,
         charts.append(pareto_chart(levels, place, colors))
     searches = [(r.name, r.capacity) for r in runs if r.capacity]
     if searches:
-        charts.append(capacity_chart(searches, place, colors))
+        charts.append(capacity_chart(searches, place, colors,
+                                     {p.run: p.capacity for p in predictions if p.capacity is not None}))
     for k, run in enumerate(runs, start=1):
         name = "timeline" if len(runs) == 1 else f"timeline_{k}"
         chart = timeline_chart(samples[samples["run"] == run.name] if not samples.empty else samples,

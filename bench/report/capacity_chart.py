@@ -25,7 +25,7 @@ def capacity_rows(name: str, found: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per measured level of a capacity search, ordered by load."""
     rows = []
     for p in sorted(found.get("probes") or [], key=lambda p: p["load"]):
-        rows.append({"run": name, "level": p["phase"], "load": p["load"], "passed": p["passed"],
+        rows.append({"run": name, "source": "measured", "level": p["phase"], "load": p["load"], "passed": p["passed"],
                      "good_fraction": p.get("good_fraction"), "error_rate": p.get("error_rate"),
                      **{f"missed_{k}": v for k, v in (p.get("missed") or {}).items()}})
     return rows
@@ -33,8 +33,10 @@ def capacity_rows(name: str, found: dict[str, Any]) -> list[dict[str, Any]]:
 
 @styled
 def capacity_chart(searches: Sequence[tuple[str, dict[str, Any]]], where: str,
-                   colors: dict[str, str] | None = None) -> Chart:
-    """``searches``: (run name, its ``capacity`` dict) for each capacity run."""
+                   colors: dict[str, str] | None = None, predicted: dict[str, int] | None = None) -> Chart:
+    """``searches``: (run name, its ``capacity`` dict) for each capacity run; ``predicted``: run name -> sizing's
+    predicted capacity for it (a dotted line)."""
+    predicted = predicted or {}
     colors = colors or style.run_colors(name for name, _ in searches)
     fig, axes = style.new_figure(1, 2, width=10.5, height=4.6)
     left, right = axes[0]
@@ -44,6 +46,13 @@ def capacity_chart(searches: Sequence[tuple[str, dict[str, Any]]], where: str,
     thresholds = set()
     for name, found in searches:
         color = colors.get(name, "#333333")
+        if name in predicted:
+            left.axvline(predicted[name], color=color, linewidth=1.2, linestyle=":", alpha=0.9)
+            left.annotate(f"sizing predicts {predicted[name]}", xy=(predicted[name], 50), xytext=(-12, 0),
+                          textcoords="offset points", fontsize=8, color=color, rotation=90, va="center")
+            loads.append(predicted[name])
+            rows.append({"run": name, "level": None, "load": predicted[name], "passed": None,
+                         "good_fraction": None, "source": "sizing"})
         part = pd.DataFrame(capacity_rows(name, found))
         if not part.empty:  # a level cut short (or that measured nothing) was not judged: no point for it
             part = part[part["passed"].notna()]
@@ -92,7 +101,9 @@ def capacity_chart(searches: Sequence[tuple[str, dict[str, Any]]], where: str,
     if objectives:
         style.legend_right(fig, [Line2D([], [], color="#333333", linestyle=OBJECTIVE_STYLES.get(o, "-"))
                                  for o in objectives], objectives, title="objective")
-    caption = ("Each level the search measured, by load. Left: the share of its requests that succeeded and met "
+    caption = ("Each level the search measured, by load." + (" Dotted: the capacity sizing predicts for the same "
+               "deployment and objectives (mean TTFT/TPOT; bench judges --goodput-min of the requests)."
+               if predicted else "") + " Left: the share of its requests that succeeded and met "
                "every objective; a level passes at or above the line (--goodput-min) with errors under "
                "--max-error-rate; the dashed vertical line is the answer, the highest pass below every failure. "
                "Right: per objective, the share of successful requests over its threshold — the first to rise "

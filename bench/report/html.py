@@ -117,10 +117,13 @@ def render_html(report, pngs: dict[str, bytes] | None = None) -> str:
               ("<p>Per level: peak GPU memory (all GPUs), the server process's peak VIRT and RES, mean tokens/s one "
               "request gets, tokens/s of all requests together, and TTFT. GB = 10<sup>9</sup> bytes; – = not "
               "measured.</p>"), table_html(report.field)]
+    predicted = {p.run: p.capacity for p in report.predictions if p.capacity is not None}
     for run in report.runs:
         if run.capacity and run.capacity.get("sentence"):
-            parts.append(f'<p class="where"><b>{html.escape(run.name)}</b>: {html.escape(run.capacity["sentence"])}'
-                         "</p>")
+            also = (f" Sizing predicts {predicted[run.name]} for the same deployment and objectives."
+                    if run.name in predicted else "")
+            parts.append(f'<p class="where"><b>{html.escape(run.name)}</b>: '
+                         f'{html.escape(run.capacity["sentence"] + also)}</p>')
     seen = set()
     for chart in report.charts:
         section = SECTIONS.get(chart.name.split("_")[0] if chart.name.startswith("timeline") else chart.name,

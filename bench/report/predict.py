@@ -46,6 +46,8 @@ class Prediction:
     description: str            # "sizing: qwen2.5-7b-instruct bf16 on 1x h100-sxm (TP 1)"
     table: pd.DataFrame         # concurrency, per_request_output_tokens_per_s, output_tokens_per_s, ttft_s, tpot_s,
                                 # measured_level (True at a concurrency the run measured)
+    capacity: int | None = None  # for a `bench capacity` run by concurrency with ttft/tpot objectives: the largest
+                                 # concurrency whose predicted (mean) TTFT and TPOT meet them; None: none or not asked
 
 
 def target_from_run(run: RunData, given: SizingTarget | None = None) -> tuple[SizingTarget | None, str | None]:
@@ -127,4 +129,30 @@ def predict(run: RunData, target: SizingTarget | None = None) -> tuple[Predictio
                                                                                   else "")
     description = (f"sizing: {ev.setup.model.key} {ev.setup.quant.key} on {p.gpus}x {ev.setup.gpu.key} ({shape}), "
                    f"{round(input_len)} in + {round(output_len)} out tokens")
-    return Prediction(run=run.name, target=target, description=description, table=pd.DataFrame(rows)), None
+    return Prediction(run=run.name, target=target, description=description, table=pd.DataFrame(rows),
+                      capacity=_predicted_capacity(run, p)), None
+
+
+def _predicted_capacity(run: RunData, p) -> int | None:
+    """sizing's largest concurrency meeting the run's ttft/tpot objectives (``sizing recommend --slo``'s answer, on
+    mean TTFT and TPOT), for a capacity search by concurrency whose objectives sizing models; else None."""
+    spec = run.capacity or {}
+    slo = (spec.get("criteria") or {}).get("slo") or {}
+    if spec.get("by") != "concurrency" or not slo or set(slo) - {"ttft_ms", "tpot_ms"}:
+        return None
+
+    def meets(c: int) -> bool:
+        e = p.estimate(c)
+        return all((e.ttft_s if key == "ttft_ms" else e.tpot_s) * 1e3 <= limit for key, limit in slo.items())
+
+    limit = int((spec.get("search") or {}).get("limit") or 1024) * 4
+    if not meets(1):
+        return None
+    lo, hi = 1, 2
+    while hi <= limit and meets(hi):  # TTFT and TPOT never improve with concurrency in sizing's model
+        lo, hi = hi, hi * 2
+    hi = min(hi, limit + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+    return lo
