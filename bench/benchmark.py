@@ -554,7 +554,7 @@ def _in_flight_bound(level: LoadLevel, config: BenchConfig) -> int:
 
 
 def _load_of(level: LoadLevel) -> float:
-    return level.request_rate if level.request_rate is not None else int(level.concurrency or 1)
+    return capacity.load_of(level.concurrency, level.request_rate)
 
 
 class _ScrubbingWriter:

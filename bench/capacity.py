@@ -170,6 +170,11 @@ class Search:
         return self.lowest_failure is None and self.best is not None and self.best >= self.limit
 
 
+def load_of(concurrency: int | None, request_rate: float | None) -> float:
+    """A level's load as the search counts it: its request rate, else its concurrency."""
+    return request_rate if request_rate is not None else int(concurrency or 1)
+
+
 def label(by: str, load: float) -> str:
     return f"c={int(load)}" if by == "concurrency" else f"rate={load:g}/s"
 

@@ -152,11 +152,11 @@ def capacity_of_run_dir(run_dir: Path, levels: list[dict[str, Any]]) -> dict[str
     run = read_json(run_dir / "run.json")
     if not run.get("capacity"):
         return None
-    from .capacity import from_run
+    from .capacity import from_run, load_of
     by_phase: dict[str, list[RequestRecord]] = {}
     for rec in read_records(run_dir / "requests.jsonl"):
         by_phase.setdefault(rec.phase, []).append(rec)
     planned = {p["label"]: p.get("num_requests") for p in run.get("phases") or []}
-    ran = [(lv["phase"], lv["request_rate"] if lv.get("request_rate") is not None else int(lv["concurrency"] or 1),
-            by_phase.get(lv["phase"], []), planned.get(lv["phase"])) for lv in levels]
+    ran = [(lv["phase"], load_of(lv.get("concurrency"), lv.get("request_rate")), by_phase.get(lv["phase"], []),
+            planned.get(lv["phase"])) for lv in levels]
     return from_run(run, ran, levels)

@@ -141,18 +141,8 @@ def _predicted_capacity(run: RunData, p) -> int | None:
     if spec.get("by") != "concurrency" or not slo or set(slo) - {"ttft_ms", "tpot_ms"}:
         return None
 
-    def meets(c: int) -> bool:
-        e = p.estimate(c)
-        return all((e.ttft_s if key == "ttft_ms" else e.tpot_s) * 1e3 <= limit for key, limit in slo.items())
-
-    limit = int((spec.get("search") or {}).get("limit") or 1024) * 4
-    if not meets(1):
-        return None
-    lo, hi = 1, 2
-    while hi <= limit and meets(hi):  # TTFT and TPOT never improve with concurrency in sizing's model
-        lo, hi = hi, hi * 2
-    hi = min(hi, limit + 1)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
-    return lo
+    from sizing.serving import max_concurrency_meeting  # the search `sizing recommend --slo` prints
+    ev = p.evaluation
+    return max_concurrency_meeting(ev.perf, p.max_concurrency, ev.workload.input_len, ev.workload.output_len,
+                                   slo_tpot_s=slo["tpot_ms"] / 1e3 if "tpot_ms" in slo else None,
+                                   slo_ttft_s=slo["ttft_ms"] / 1e3 if "ttft_ms" in slo else None)
